@@ -189,7 +189,7 @@ class ProblemSpec(_Node):
     backend: BackendSpec = Field(default_factory=BackendSpec)
     report: Optional[str] = None
     report_span: Optional[SourceSpan] = None
-    source: Optional[str] = None
+    source: Optional[str] = None  # path of the spec file, if it came from one
 
     def level(self, name: str) -> LevelSpec:
         """Return the level called ``name``; raise SpecError naming the close matches otherwise."""

@@ -1,0 +1,148 @@
+"""The compiler pipeline: ProblemSpec -> level graph -> timescales -> methods -> Plan.
+
+Each pass validates what it produced before the next one runs, so an error
+always names the first place where the problem shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import networkx as nx
+
+from chronos.compiler.graph import build_level_graph
+from chronos.compiler.lower_levels import lower_level, resolve_data
+from chronos.compiler.methods import choose_method, default_memory_budget
+from chronos.compiler.plan import BackendPlan, EdgePlan, LevelPlan, Plan, ScheduleEntry
+from chronos.compiler.resolve import import_ref, search_path
+from chronos.compiler.timescales import assign_timescales
+from chronos.errors import CompileError
+from chronos.spec import ProblemSpec
+
+__all__ = ["compile_file", "compile_spec"]
+
+logger = logging.getLogger(__name__)
+
+BACKEND_DEFAULT_STALENESS = {"local": 0, "torch": 0, "horovod": 0}
+
+
+def compile_file(path: Union[str, Path], *, memory_budget: Optional[int] = None) -> Plan:
+    """Parse the ``.chronos`` file at ``path`` and compile it to a Plan."""
+    from chronos.dsl import parse_file
+
+    return compile_spec(parse_file(path), memory_budget=memory_budget)
+
+
+def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None) -> Plan:
+    """Compile a ProblemSpec to a validated Plan.
+
+    Raises:
+        SpecError: the spec breaks an invariant (unknown names, bad values).
+        CompileError: a reference does not import, the levels form a cycle,
+            timescales conflict, or a requested method cannot apply.
+    """
+    started = time.perf_counter()
+    spec.validate_spec()
+    spec_dir = [os.path.dirname(os.path.abspath(spec.source))] if spec.source else []
+    with search_path(spec_dir):
+        plan = _compile(spec, memory_budget)
+    plan.validate_plan()
+    logger.info(
+        "compiled problem '%s': %d level(s), %d edge(s) in %.3f s",
+        plan.problem,
+        len(plan.levels),
+        len(plan.edges),
+        time.perf_counter() - started,
+    )
+    return plan
+
+
+def _compile(spec: ProblemSpec, memory_budget: Optional[int]) -> Plan:
+    graph = build_level_graph(spec)
+    catalog = resolve_data(spec)
+    timescales = assign_timescales(graph)
+    names = set(graph.nodes)
+    levels: dict[str, LevelPlan] = {}
+    for level in spec.levels:
+        levels[level.name] = lower_level(
+            level,
+            catalog,
+            names,
+            uppers=sorted(graph.predecessors(level.name)),
+            lowers=sorted(graph.successors(level.name)),
+            period=timescales.periods[level.name],
+        )
+    reads = _optimizer_reads(spec, graph, levels)
+    budget = memory_budget or int(spec.backend.options.get("memory_budget", 0)) or default_memory_budget()
+    edges = [
+        _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget)
+        for upper, lower in graph.edges
+    ]
+    if spec.report is not None:
+        span = spec.report_span
+        import_ref(spec.report, location=span.location() if span else None, what="report")
+    return Plan(
+        problem=spec.name,
+        source=spec.source,
+        data=catalog.plans(),
+        levels=list(levels.values()),
+        edges=edges,
+        macro_steps=timescales.macro_steps,
+        ticks_per_macro_step=timescales.ticks_per_macro_step,
+        schedule=[
+            ScheduleEntry(level=name, period=timescales.periods[name], count=timescales.count(name))
+            for name in nx.topological_sort(graph)
+        ],
+        backend=BackendPlan(name=spec.backend.name, options=dict(spec.backend.options)),
+        report=spec.report,
+    )
+
+
+def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePlan:
+    lower_spec = graph.nodes[lower]["spec"]
+    staleness = lower_spec.staleness
+    if staleness is None:
+        staleness = BACKEND_DEFAULT_STALENESS.get(spec.backend.name, 0)
+    span = (lower_spec.hypergradient.span if lower_spec.hypergradient else None) or lower_spec.per_span
+    return choose_method(
+        upper,
+        levels[lower],
+        lower_spec.hypergradient,
+        optimizer_reads,
+        budget,
+        staleness,
+        span or lower_spec.span,
+    )
+
+
+def _optimizer_reads(spec: ProblemSpec, graph: nx.DiGraph, levels: dict[str, LevelPlan]):
+    """Map each edge to the ``upper.variable`` names that the lower level's optimizer reads."""
+    reads: dict[tuple[str, str], list[str]] = {}
+    for level in spec.levels:
+        optimizer = level.optimizer
+        for key, value in optimizer.kwargs.items():
+            if not hasattr(value, "attr"):
+                continue
+            location = (value.span or optimizer.span).location() if (value.span or optimizer.span) else None
+            if value.name not in graph.predecessors(level.name):
+                raise CompileError(
+                    f"optimizer of '{level.name}' reads '{value.dotted()}' for {key}, but "
+                    f"'{value.name}' is not the level directly above '{level.name}'",
+                    location=location,
+                    level=level.name,
+                    hint="an optimizer hyperparameter may read a variable of the upper level only",
+                )
+            variables = [variable.name for variable in levels[value.name].variables]
+            if value.attr not in variables:
+                raise CompileError(
+                    f"optimizer of '{level.name}' reads '{value.dotted()}', but level '{value.name}' "
+                    f"has variables {variables}",
+                    location=location,
+                    level=level.name,
+                )
+            reads.setdefault((value.name, level.name), []).append(value.dotted())
+    return reads

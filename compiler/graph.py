@@ -1,0 +1,115 @@
+"""The level graph: a networkx DiGraph with an edge ``upper -> lower`` per ``per`` clause.
+
+Node attribute ``spec`` holds the :class:`~chronos.spec.LevelSpec`; edge
+attribute ``spec`` holds the lower level's spec (which states the edge).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from chronos.errors import CompileError, did_you_mean
+from chronos.spec import LevelSpec, ProblemSpec, SourceSpan
+
+__all__ = ["build_level_graph", "validate_graph"]
+
+
+def _loc(span: SourceSpan | None):
+    return span.location() if span is not None else None
+
+
+def build_level_graph(spec: ProblemSpec) -> nx.DiGraph:
+    """Build the level graph; raise CompileError for self-edges, unknown levels and cycles."""
+    graph = nx.DiGraph()
+    for level in spec.levels:
+        graph.add_node(level.name, spec=level)
+    names = [level.name for level in spec.levels]
+    for level in spec.levels:
+        if level.per is None:
+            continue
+        if level.per == level.name:
+            raise CompileError(
+                f"level '{level.name}' is timed 'per {level.name}', an edge to itself",
+                location=_loc(level.per_span or level.span),
+                level=level.name,
+                hint="name the level above this one after 'per'",
+            )
+        if level.per not in graph:
+            raise CompileError(
+                f"level '{level.name}' is timed per unknown level '{level.per}'"
+                f"{did_you_mean(level.per, names)}",
+                location=_loc(level.per_span or level.span),
+                level=level.name,
+            )
+        graph.add_edge(level.per, level.name, spec=level)
+    _reject_cycles(graph)
+    validate_graph(graph)
+    return graph
+
+
+def _reject_cycles(graph: nx.DiGraph) -> None:
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
+    first: LevelSpec = graph.nodes[cycle[0][1]]["spec"]
+    raise CompileError(
+        f"the levels form a cycle: {path}",
+        location=_loc(first.per_span or first.span),
+        level=first.name,
+        hint="levels must form a DAG; remove one 'per' clause on the cycle",
+    )
+
+
+def validate_graph(graph: nx.DiGraph) -> None:
+    """Check the graph's invariants; raise CompileError naming the level or edge.
+
+    Invariants: acyclic; every upper level's objective reads each of its lower
+    levels; objectives read only levels above or below them; no level stands
+    alone in a problem of several levels.
+    """
+    if not nx.is_directed_acyclic_graph(graph):
+        _reject_cycles(graph)
+    for upper, lower in graph.edges:
+        upper_spec: LevelSpec = graph.nodes[upper]["spec"]
+        if upper_spec.loss is not None and lower not in _level_args(upper_spec, graph):
+            raise CompileError(
+                f"the objective of level '{upper}' never reads its lower level '{lower}', "
+                f"so no hypergradient can reach '{upper}' through it",
+                location=_loc(upper_spec.loss.span or upper_spec.span),
+                edge=(upper, lower),
+                hint=f"pass {lower} to the loss of '{upper}', or drop 'per {upper}' from '{lower}'",
+            )
+    for name in graph.nodes:
+        spec: LevelSpec = graph.nodes[name]["spec"]
+        related = nx.ancestors(graph, name) | nx.descendants(graph, name)
+        for other in _level_args(spec, graph):
+            if other == name:
+                raise CompileError(
+                    f"the objective of level '{name}' lists the level itself; it is always "
+                    "passed first, so drop it from the arguments",
+                    location=_loc(spec.loss.span if spec.loss else spec.span),
+                    level=name,
+                )
+            if other not in related:
+                raise CompileError(
+                    f"the objective of level '{name}' reads level '{other}', which is neither "
+                    f"above nor below it",
+                    location=_loc(spec.loss.span if spec.loss else spec.span),
+                    level=name,
+                    hint=f"link them with 'steps = N per {other}' in '{name}' or the reverse",
+                )
+        if graph.number_of_nodes() > 1 and graph.degree(name) == 0:
+            raise CompileError(
+                f"level '{name}' is not linked to any other level: no objective uses it",
+                location=_loc(spec.span),
+                level=name,
+                hint="give it 'steps = N per UPPER' or remove it",
+            )
+
+
+def _level_args(spec: LevelSpec, graph: nx.DiGraph) -> list[str]:
+    if spec.loss is None:
+        return []
+    return [arg.name for arg in spec.loss.args if arg.name in graph]

@@ -1,0 +1,153 @@
+"""Choose the hypergradient method of every edge and record why.
+
+Rules, in order, for ``hypergradient = auto``:
+
+1. The lower level's optimizer reads upper variables (a learning rate, a
+   momentum): ``unrolled``. Implicit differentiation only sees the stationary
+   point, which does not depend on the optimizer, so it gives those variables
+   exactly zero.
+2. Full unrolling fits the memory budget: ``unrolled``.
+3. Otherwise: ``implicit`` with conjugate gradient, whose memory does not grow
+   with the number of inner steps.
+
+The unrolled memory is an estimate: steps x the bytes that one step keeps
+alive for the backward pass (the variables, their gradients and the optimizer
+slots). Activations of the objective are not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from chronos.compiler.plan import EdgePlan, LevelPlan, MethodPlan
+from chronos.errors import CompileError
+from chronos.spec import HypergradientSpec, SourceSpan
+
+__all__ = ["choose_method", "default_memory_budget", "estimate_unrolled_bytes"]
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2}  # state tensors per variable (momentum; first and second moments)
+DEFAULT_CG_ITERS = 20
+DEFAULT_TOL = 1e-10
+
+
+def default_memory_budget() -> int:
+    """A quarter of the machine's physical memory in bytes, or 1 GiB where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+def estimate_unrolled_bytes(lower: LevelPlan, steps: Optional[int] = None) -> int:
+    """Estimate the bytes that unrolling ``steps`` (default all) steps of ``lower`` keeps alive."""
+    slots = OPTIMIZER_SLOTS.get(lower.optimizer.name, 2)
+    per_step = lower.state_bytes() * (2 + slots)
+    return (lower.steps if steps is None else steps) * per_step
+
+
+def choose_method(
+    upper: str,
+    lower: LevelPlan,
+    requested: Optional[HypergradientSpec],
+    optimizer_reads: list[str],
+    memory_budget: int,
+    staleness: int,
+    source: Optional[SourceSpan],
+) -> EdgePlan:
+    """Resolve the method of edge ``upper -> lower`` and return the edge with its reason."""
+    requested = requested or HypergradientSpec()
+    unrolled_bytes = estimate_unrolled_bytes(lower)
+    if requested.method == "auto":
+        method, reason = _auto(lower, optimizer_reads, unrolled_bytes, memory_budget)
+    else:
+        method, reason = _explicit(upper, lower, requested, optimizer_reads, source)
+    logger.info("edge %s -> %s: %s (%s)", upper, lower.name, method.describe(), reason)
+    return EdgePlan(
+        upper=upper,
+        lower=lower.name,
+        method=method,
+        requested=requested.method,
+        reason=reason,
+        staleness=staleness,
+        optimizer_reads=optimizer_reads,
+        unrolled_bytes=unrolled_bytes,
+        source=source,
+    )
+
+
+def _auto(lower: LevelPlan, optimizer_reads: list[str], unrolled_bytes: int, budget: int):
+    size = f"{lower.steps} steps x {unrolled_bytes // max(lower.steps, 1):,} B = {unrolled_bytes:,} B"
+    if optimizer_reads:
+        if unrolled_bytes <= budget:
+            return MethodPlan(name="unrolled"), (
+                f"the optimizer of '{lower.name}' reads {', '.join(optimizer_reads)}, which implicit "
+                f"differentiation gives zero gradient; full unrolling fits ({size} <= budget {budget:,} B)"
+            )
+        per_step = max(unrolled_bytes // max(lower.steps, 1), 1)
+        last = max(1, budget // per_step)
+        return MethodPlan(name="unrolled", last=last), (
+            f"the optimizer of '{lower.name}' reads {', '.join(optimizer_reads)}, which implicit "
+            f"differentiation gives zero gradient; full unrolling needs {size} over budget "
+            f"{budget:,} B, so it is truncated to the last {last} steps"
+        )
+    if unrolled_bytes <= budget:
+        return MethodPlan(name="unrolled"), f"full unrolling fits the memory budget ({size} <= {budget:,} B)"
+    return MethodPlan(name="implicit", solver="cg", iters=DEFAULT_CG_ITERS, tol=DEFAULT_TOL), (
+        f"full unrolling needs {size}, over the memory budget {budget:,} B; implicit "
+        "differentiation (cg) does not grow with inner steps"
+    )
+
+
+def _explicit(upper, lower: LevelPlan, requested: HypergradientSpec, optimizer_reads, source):
+    options = requested.options
+    if requested.method == "unrolled":
+        last = options.get("last")
+        if last is not None and (not isinstance(last, int) or last < 1):
+            raise CompileError(
+                f"unrolled(last = {last}) must keep a positive integer number of steps",
+                location=source.location() if source else None,
+                edge=(upper, lower.name),
+            )
+        if last is not None and last >= lower.steps:
+            last = None  # keeping every step is a full unroll
+        return MethodPlan(name="unrolled", last=last), "requested in the spec"
+    if requested.method == "implicit":
+        if optimizer_reads:
+            raise CompileError(
+                f"implicit differentiation gives exactly zero gradient to {', '.join(optimizer_reads)}, "
+                f"which only the optimizer of '{lower.name}' reads",
+                location=source.location() if source else None,
+                edge=(upper, lower.name),
+                hint="use 'hypergradient = unrolled' (or auto) for this edge",
+            )
+        solver = str(options.get("solver", "cg"))
+        alpha = options.get("alpha")
+        if solver == "neumann" and alpha is None:
+            alpha = _neumann_default_alpha(lower)
+        return MethodPlan(
+            name="implicit",
+            solver=solver,
+            iters=int(options.get("iters", DEFAULT_CG_ITERS)),
+            tol=float(options.get("tol", DEFAULT_TOL)),
+            alpha=None if alpha is None else float(alpha),
+        ), "requested in the spec"
+    raise CompileError(
+        f"hypergradient method '{requested.method}' is not supported yet by the compiler",
+        location=source.location() if source else None,
+        edge=(upper, lower.name),
+        hint="use auto, unrolled or implicit",
+    )
+
+
+def _neumann_default_alpha(lower: LevelPlan) -> float:
+    # The Neumann step must stay below 2 / lambda_max of the inner Hessian. The
+    # inner learning rate is the step the user already found stable for plain
+    # gradient descent on the same objective, so it is a safe default.
+    lr = lower.optimizer.hyperparameters.get("lr")
+    if lr is not None and lr.value is not None:
+        return float(lr.value)
+    return 0.01
