@@ -19,7 +19,7 @@ from chronos.errors import ChronosError, CompileError, did_you_mean
 from chronos.optim import OuterRef, make_optimizer, outer
 from chronos.spec import Call, LevelSpec, Name, Number, ProblemSpec, SourceSpan
 
-__all__ = ["DataCatalog", "lower_level", "resolve_data"]
+__all__ = ["DataCatalog", "data_size", "lower_level", "resolve_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,27 +56,44 @@ class DataCatalog:
         return self._loaded[name]
 
     def size(self, name: str, span: Optional[SourceSpan]) -> int:
+        """Number of samples: the first dimension of a tensor or of a tuple of tensors, else len()."""
         value = self.load(name)
-        try:
-            return len(value)
-        except TypeError:
+        size = data_size(value)
+        if size is None:
             raise CompileError(
-                f"'{name}.size' needs len() of the data, but \"{self._specs[name].ref}\" returned "
+                f"'{name}.size' needs the number of samples, but \"{self._specs[name].ref}\" returned "
                 f"a {type(value).__name__} without a length",
                 location=_loc(span),
-                hint="return a tensor, a sequence or an object with __len__",
-            ) from None
+                hint="return a tensor, a tuple of tensors or an object with __len__",
+            )
+        return size
 
     def plans(self) -> list[DataPlan]:
         return [
             DataPlan(
                 name=name,
                 ref=data.ref,
-                size=len(self._loaded[name]) if name in self._loaded else None,
+                size=data_size(self._loaded[name]) if name in self._loaded else None,
                 source=data.span,
             )
             for name, data in self._specs.items()
         ]
+
+
+def data_size(value: Any) -> Optional[int]:
+    """Number of samples in ``value``, or None if it has no length.
+
+    A tuple or list of tensors, such as ``(inputs, targets)``, counts the first
+    dimension of its first tensor, not its number of items.
+    """
+    if isinstance(value, torch.Tensor):
+        return int(value.shape[0]) if value.dim() > 0 else None
+    if isinstance(value, (tuple, list)) and value and all(isinstance(item, torch.Tensor) for item in value):
+        return data_size(value[0])
+    try:
+        return len(value)
+    except TypeError:
+        return None
 
 
 def resolve_data(spec: ProblemSpec) -> DataCatalog:
