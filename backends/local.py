@@ -30,7 +30,7 @@ from chronos.errors import BackendError, ChronosError
 from chronos.result import RunResult
 from chronos.solver import HypergradientMethod, ImplicitDifferentiation, UnrolledDifferentiation
 
-__all__ = ["LocalExecutor", "make_method", "run_local"]
+__all__ = ["LocalExecutor", "is_two_level", "make_method", "run_local"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,23 @@ def _detached(variables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in variables.items()}
 
 
+def is_two_level(plan: Plan) -> bool:
+    """Whether ``plan`` is a single level or one top level with one lower level and nothing deeper."""
+    roots = plan.roots()
+    if len(roots) != 1 or len(roots[0].lowers) > 1:
+        return False
+    return all(not plan.level(lower).lowers for lower in roots[0].lowers)
+
+
 def run_local(plan: Plan, *, progress: bool = True) -> RunResult:
-    """Execute ``plan`` on the local backend and return its RunResult."""
-    return LocalExecutor(plan).run(progress=progress)
+    """Execute ``plan`` on the local backend and return its RunResult.
+
+    Two-level plans run on the imperative layer (``chronos.core``), which
+    supports every hypergradient method; deeper or wider trees run nested,
+    unrolled through every level (see ``chronos.backends.nested``).
+    """
+    if is_two_level(plan):
+        return LocalExecutor(plan).run(progress=progress)
+    from chronos.backends.nested import NestedExecutor
+
+    return NestedExecutor(plan).run(progress=progress)

@@ -116,6 +116,7 @@ def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePla
         budget,
         staleness,
         span or lower_spec.span,
+        levels,
     )
 
 

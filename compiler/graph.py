@@ -66,17 +66,18 @@ def validate_graph(graph: nx.DiGraph) -> None:
     """Check the graph's invariants; raise CompileError naming the level or edge.
 
     Invariants: acyclic; every upper level's objective reads each of its lower
-    levels; objectives read only levels above or below them; no level stands
+    levels or a level below that one; objectives read only levels above or below them; no level stands
     alone in a problem of several levels.
     """
     if not nx.is_directed_acyclic_graph(graph):
         _reject_cycles(graph)
     for upper, lower in graph.edges:
         upper_spec: LevelSpec = graph.nodes[upper]["spec"]
-        if upper_spec.loss is not None and lower not in _level_args(upper_spec, graph):
+        subtree = {lower} | nx.descendants(graph, lower)
+        if upper_spec.loss is not None and not subtree & set(_level_args(upper_spec, graph)):
             raise CompileError(
-                f"the objective of level '{upper}' never reads its lower level '{lower}', "
-                f"so no hypergradient can reach '{upper}' through it",
+                f"the objective of level '{upper}' reads neither its lower level '{lower}' nor a "
+                f"level below it, so no hypergradient can reach '{upper}' through it",
                 location=_loc(upper_spec.loss.span or upper_spec.span),
                 edge=(upper, lower),
                 hint=f"pass {lower} to the loss of '{upper}', or drop 'per {upper}' from '{lower}'",

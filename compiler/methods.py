@@ -10,6 +10,11 @@ Rules, in order, for ``hypergradient = auto``:
 3. Otherwise: ``implicit`` with conjugate gradient, whose memory does not grow
    with the number of inner steps.
 
+An edge inside a plan deeper than two levels (its upper level has an upper,
+or its lower level has lowers) is always ``unrolled``: the nested executor
+differentiates through every level's trajectory, and implicit differentiation
+of a level whose own gradient is a hypergradient is not supported.
+
 The unrolled memory is an estimate: steps x the bytes that one step keeps
 alive for the backward pass (the variables, their gradients and the optimizer
 slots). Activations of the objective are not counted.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Mapping, Optional
 
 from chronos.compiler.plan import EdgePlan, LevelPlan, MethodPlan
 from chronos.errors import CompileError
@@ -42,10 +47,18 @@ def default_memory_budget() -> int:
         return 1 << 30
 
 
-def estimate_unrolled_bytes(lower: LevelPlan, steps: Optional[int] = None) -> int:
-    """Estimate the bytes that unrolling ``steps`` (default all) steps of ``lower`` keeps alive."""
+def estimate_unrolled_bytes(
+    lower: LevelPlan, steps: Optional[int] = None, levels: Optional[Mapping[str, LevelPlan]] = None
+) -> int:
+    """Estimate the bytes that unrolling ``steps`` (default all) steps of ``lower`` keeps alive.
+
+    With ``levels`` given, each step of ``lower`` also keeps the unrolled
+    solves of the levels below it, so the estimate multiplies down the tree.
+    """
     slots = OPTIMIZER_SLOTS.get(lower.optimizer.name, 2)
     per_step = lower.state_bytes() * (2 + slots)
+    if levels is not None:
+        per_step += sum(estimate_unrolled_bytes(levels[child], levels=levels) for child in lower.lowers)
     return (lower.steps if steps is None else steps) * per_step
 
 
@@ -57,11 +70,20 @@ def choose_method(
     memory_budget: int,
     staleness: int,
     source: Optional[SourceSpan],
+    levels: Optional[Mapping[str, LevelPlan]] = None,
 ) -> EdgePlan:
-    """Resolve the method of edge ``upper -> lower`` and return the edge with its reason."""
+    """Resolve the method of edge ``upper -> lower`` and return the edge with its reason.
+
+    ``levels`` (all levels by name) lets the estimate include nested solves and
+    marks an edge as nested when ``upper`` has an upper level or ``lower`` has
+    lower levels; nested edges are always unrolled.
+    """
     requested = requested or HypergradientSpec()
-    unrolled_bytes = estimate_unrolled_bytes(lower)
-    if requested.method == "auto":
+    unrolled_bytes = estimate_unrolled_bytes(lower, levels=levels)
+    nested = levels is not None and (bool(levels[upper].uppers) or bool(lower.lowers))
+    if nested:
+        method, reason = _nested(upper, lower, requested, unrolled_bytes, memory_budget, source)
+    elif requested.method == "auto":
         method, reason = _auto(lower, optimizer_reads, unrolled_bytes, memory_budget)
     else:
         method, reason = _explicit(upper, lower, requested, optimizer_reads, source)
@@ -100,6 +122,30 @@ def _auto(lower: LevelPlan, optimizer_reads: list[str], unrolled_bytes: int, bud
         f"full unrolling needs {size}, over the memory budget {budget:,} B; implicit "
         "differentiation (cg) does not grow with inner steps"
     )
+
+
+def _nested(upper, lower: LevelPlan, requested: HypergradientSpec, unrolled_bytes: int, budget: int, source):
+    if requested.method not in ("auto", "unrolled"):
+        raise CompileError(
+            f"edge {upper} -> {lower.name} is part of a plan deeper than two levels, where "
+            f"hypergradients pass through nested levels only by unrolling; '{requested.method}' "
+            "cannot apply",
+            location=source.location() if source else None,
+            edge=(upper, lower.name),
+            hint="use 'hypergradient = unrolled' or auto on this edge",
+        )
+    last = requested.options.get("last") if requested.method == "unrolled" else None
+    if last is not None and last >= lower.steps:
+        last = None
+    fits = "fits" if unrolled_bytes <= budget else "exceeds"
+    if requested.method == "unrolled":
+        reason = "requested in the spec"
+    else:
+        reason = "derivatives pass through nested levels only by unrolling"
+    reason += f"; the nested unroll {fits} the memory budget ({unrolled_bytes:,} B vs {budget:,} B)"
+    if unrolled_bytes > budget:
+        logger.warning("edge %s -> %s: %s", upper, lower.name, reason)
+    return MethodPlan(name="unrolled", last=last), reason
 
 
 def _explicit(upper, lower: LevelPlan, requested: HypergradientSpec, optimizer_reads, source):

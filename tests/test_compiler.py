@@ -152,7 +152,7 @@ def test_cycle_names_path():
 
 def test_upper_must_read_lower():
     text = two_levels().replace('"tests.toy:reads_lower"(bottom)', '"tests.toy:quadratic"()')
-    with pytest.raises(CompileError, match="never reads its lower level 'bottom'") as info:
+    with pytest.raises(CompileError, match="reads neither its lower level 'bottom'") as info:
         compile_text(text)
     assert info.value.edge == ("top", "bottom")
 

@@ -168,32 +168,6 @@ def test_non_scalar_objective_named():
         chronos.run(plan, progress=False)
 
 
-def test_three_levels_rejected_clearly():
-    text = """
-problem deep
-level a {
-    param x = zeros(1)
-    loss = "tests.toy:reads_lower"(b)
-    optimizer = sgd(lr = 0.1)
-    steps = 2
-}
-level b {
-    param x = zeros(1)
-    loss = "tests.toy:two_args"(a, c)
-    optimizer = sgd(lr = 0.1)
-    steps = 2 per a
-}
-level c {
-    param x = zeros(1)
-    loss = "tests.toy:reads_upper"(b)
-    optimizer = sgd(lr = 0.1)
-    steps = 2 per b
-}
-"""
-    with pytest.raises(BackendError, match="two levels so far"):
-        chronos.run(compile_spec(parse(text)), progress=False)
-
-
 def test_unknown_backend_named():
     plan = compile_file(REPO / "examples" / "ridge.chronos")
     plan = plan.model_copy(update={"backend": plan.backend.model_copy(update={"name": "horovod"})})

@@ -64,3 +64,33 @@ def holdout_loss(own, lower, data):
 
 def not_a_module():
     return 3
+
+
+def chain_bottom(own, mid):
+    """Bottom of a three-level chain: pulled towards the middle level's variable."""
+    return 0.5 * (own.x - mid.m).pow(2).sum() + 0.1 * own.x.pow(2).sum()
+
+
+def chain_mid(own, bottom, top):
+    """Middle: fit the bottom solution to a target, with an L2 strength the top level sets."""
+    target = torch.tensor([1.0, -2.0], dtype=own.m.dtype)
+    return 0.5 * (bottom.x - target).pow(2).sum() + 0.5 * top.a.reshape(()) * own.m.pow(2).sum()
+
+
+def chain_mid_plain(own, bottom):
+    target = torch.tensor([1.0, -2.0], dtype=own.m.dtype)
+    return 0.5 * (bottom.x - target).pow(2).sum() + 0.05 * own.m.pow(2).sum()
+
+
+def chain_top(own, bottom):
+    """Top: reads only the bottom solution, so its variable matters only through the middle."""
+    goal = torch.tensor([0.5, -0.5], dtype=bottom.x.dtype)
+    return 0.5 * (bottom.x - goal).pow(2).sum()
+
+
+def reads_upper_scaled(own, upper):
+    return 0.5 * (own.x - upper.a * torch.tensor([1.0, 2.0], dtype=own.x.dtype)).pow(2).sum()
+
+
+def wide_top(own, left, right):
+    return (left.x - 1.0).pow(2).sum() + (right.x * own.a).sum()

@@ -1,0 +1,237 @@
+"""Nested execution for level trees of any depth, with total derivatives through every path.
+
+Design note, how nested levels compose: the ``per`` clauses form a tree. One
+step of a level first solves each of its lower levels (recursively, each for
+its ``steps``), then takes the gradient of its own objective with respect to
+its variables and applies its optimizer. Every step below the top keeps its
+autograd graph (``create_graph``), so the final variables of a level are a
+differentiable function of every variable above it. The top level's gradient
+is therefore the total derivative of its objective through every path: a top
+variable that reaches the bottom objective only through the middle level (a
+learned learning rate of the middle level, say) gets its non-zero
+contribution. Memory grows with the product of the steps along the tree; the
+compiler estimates it and picks ``unrolled`` for every edge of a deep tree,
+because implicit differentiation of a level whose own gradient is a
+hypergradient is not supported.
+
+Truncation ``unrolled(last = K)`` on edge ``U -> L``: L's first ``steps - K``
+steps run on detached copies of the variables above L, and L's variables are
+detached before its last K steps, so derivatives reach the upper levels
+through the last K steps only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Mapping, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from chronos.backends.materialize import LiveProblem, materialize
+from chronos.compiler.plan import Plan
+from chronos.core import VersionTracker
+from chronos.errors import BackendError, ChronosError
+from chronos.result import RunResult
+
+__all__ = ["NestedExecutor"]
+
+logger = logging.getLogger(__name__)
+
+Variables = dict[str, torch.Tensor]
+Context = dict[str, Variables]
+
+
+class NestedExecutor:
+    """Execute a plan whose ``per`` clauses form a tree, with every edge unrolled."""
+
+    def __init__(self, plan: Plan, *, problem: Optional[LiveProblem] = None) -> None:
+        self.plan = plan
+        self.problem = problem or materialize(plan)
+        self.children: dict[str, list[str]] = {level.name: [] for level in plan.levels}
+        for level in plan.levels:
+            if level.per is not None:
+                self.children[level.per].append(level.name)
+        self._check_plan()
+        self.root = plan.roots()[0].name
+        self.versions = VersionTracker()
+        self.history: dict[str, list[float]] = {level.name: [] for level in plan.levels}
+        self.hypergradient_norms: dict[str, list[float]] = {f"{e.upper}->{e.lower}": [] for e in plan.edges}
+        root = self.problem.levels[self.root]
+        self.root_params: Variables = {key: value.detach().clone() for key, value in root.params.items()}
+        self.root_state = root.optimizer.init(self.root_params)
+        self.warm: dict[str, tuple[Variables, dict]] = {}
+        self.latest: Context = {}
+        self.macro_step_index = 0
+
+    def _check_plan(self) -> None:
+        roots = self.plan.roots()
+        if len(roots) != 1:
+            raise BackendError(
+                f"the local backend runs one top level; this plan has {[r.name for r in roots]}",
+                hint="give every top level but one a 'per' clause",
+            )
+        for edge in self.plan.edges:
+            if edge.method.name != "unrolled":
+                raise BackendError(
+                    f"nested execution needs unrolled hypergradients, but the plan chose "
+                    f"{edge.method.describe()}",
+                    edge=(edge.upper, edge.lower),
+                    hint="use 'hypergradient = unrolled' (or auto) on every edge of a plan deeper than two levels",
+                )
+
+    # -- objectives ---------------------------------------------------------
+
+    def _objective(self, level: str, context: Context) -> torch.Tensor:
+        live = self.problem.levels[level]
+        args = []
+        for kind, name in live.plan.loss.args:
+            if kind == "data":
+                args.append(self.problem.data[name])
+            elif name in context:
+                args.append(self.problem.levels[name].view(context[name]))
+            else:
+                raise BackendError(
+                    f"objective of '{level}' reads level '{name}', which has no value at this point "
+                    "of the schedule",
+                    level=level,
+                    hint="an objective may read the levels above it and the levels below it",
+                )
+        try:
+            value = live.loss(live.view(context[level]), *args)
+        except ChronosError:
+            raise
+        except Exception as error:
+            raise BackendError(
+                f"objective \"{live.plan.loss.ref}\" of level '{level}' raised {type(error).__name__}: {error}",
+                level=level,
+            ) from error
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise BackendError(
+                f"objective \"{live.plan.loss.ref}\" of level '{level}' returned a non-scalar",
+                level=level,
+                hint="reduce the loss with .mean() or .sum()",
+            )
+        return value.reshape(())
+
+    def _gradient(self, level: str, params: Variables, context: Context, create_graph: bool) -> Variables:
+        value = self._objective(level, context)
+        if not value.requires_grad:
+            return {key: torch.zeros_like(tensor) for key, tensor in params.items()}
+        grads = torch.autograd.grad(value, list(params.values()), create_graph=create_graph, allow_unused=True)
+        return {key: torch.zeros_like(params[key]) if grad is None else grad for key, grad in zip(params, grads)}
+
+    # -- nested solves ------------------------------------------------------
+
+    def _solve(self, level: str, context: Context) -> Context:
+        """Run ``level`` for its steps under ``context`` (the levels above); return its subtree's final variables."""
+        live = self.problem.levels[level]
+        edge = self.plan.edge(live.plan.per, level)
+        steps = live.plan.steps
+        keep = steps if edge.method.last is None else min(edge.method.last, steps)
+        if live.plan.warm_start and level in self.warm:
+            start, state = self.warm[level]
+            params = {key: value.detach().requires_grad_(True) for key, value in start.items()}
+            state = _detach_state(state)
+        else:
+            params = {key: value.detach().clone().requires_grad_(True) for key, value in live.initial_params.items()}
+            state = live.optimizer.init(params)
+        subtree: Context = {}
+        for step in range(steps):
+            early = step < steps - keep
+            upper_context = _detached(context) if early else context
+            if step == steps - keep and keep < steps:
+                params = {key: value.detach().requires_grad_(True) for key, value in params.items()}
+                state = _detach_state(state)
+            local = {**upper_context, level: params}
+            for child in self.children[level]:
+                subtree.update(self._solve(child, local))
+                local.update(subtree)
+            grads = self._gradient(level, params, local, create_graph=True)
+            hyper = live.optimizer.resolve(upper_context.get(live.plan.per), level=level)
+            params, state = live.optimizer.update(params, grads, state, hyper)
+            self.versions.bump(level)
+        final_context = {**subtree, level: params}
+        with torch.no_grad():
+            self.history[level].append(float(self._objective(level, {**context, **final_context})))
+        self.warm[level] = ({key: value.detach() for key, value in params.items()}, _detach_state(state))
+        return final_context
+
+    def macro_step(self) -> Variables:
+        """Run one step of the top level and return the total derivative applied to it."""
+        root = self.problem.levels[self.root]
+        params = {key: value.detach().requires_grad_(True) for key, value in self.root_params.items()}
+        context: Context = {self.root: params}
+        started = self.macro_step_index
+        try:
+            for child in self.children[self.root]:
+                context.update(self._solve(child, context))
+            gradient = self._gradient(self.root, params, context, create_graph=False)
+        except ChronosError as error:
+            error.message = f"macro step {started}: {error.message}"
+            error.args = (error.render(),)
+            raise
+        with torch.no_grad():
+            value = float(self._objective(self.root, context))
+            hyper = root.optimizer.resolve(None, level=self.root)
+            new_params, self.root_state = root.optimizer.update(params, gradient, self.root_state, hyper)
+        self.root_params = {key: value.detach() for key, value in new_params.items()}
+        self.root_state = _detach_state(self.root_state)
+        self.latest = {name: {k: v.detach() for k, v in variables.items()} for name, variables in context.items()}
+        self.versions.bump(self.root)
+        self.history[self.root].append(value)
+        norm = _norm(gradient)
+        for child in self.children[self.root]:
+            self.hypergradient_norms[f"{self.root}->{child}"].append(norm)
+        self.macro_step_index += 1
+        return gradient
+
+    def run(self, *, progress: bool = True, callback: Optional[Callable[[int, "NestedExecutor"], None]] = None) -> RunResult:
+        """Run every macro step and return the final variables and histories."""
+        started = time.perf_counter()
+        logger.info("running problem '%s' (nested, %d levels)", self.plan.problem, len(self.plan.levels))
+        bar = tqdm(range(self.plan.macro_steps), desc=self.plan.problem, unit="step", disable=not progress)
+        for index in bar:
+            self.macro_step()
+            bar.set_postfix({self.root: f"{self.history[self.root][-1]:.4f}"})
+            if callback is not None:
+                callback(index, self)
+        seconds = time.perf_counter() - started
+        logger.info("finished problem '%s' in %.2f s", self.plan.problem, seconds)
+        return self.result(seconds)
+
+    def result(self, seconds: float = 0.0) -> RunResult:
+        variables = {}
+        for level in self.plan.levels:
+            live = self.problem.levels[level.name]
+            if level.name == self.root:
+                current = self.root_params
+            else:
+                current = self.latest.get(level.name, live.initial_params)
+            variables[level.name] = {k: v.detach().clone() for k, v in {**current, **live.constants}.items()}
+        return RunResult(
+            problem=self.plan.problem,
+            variables=variables,
+            history=self.history,
+            hypergradient_norms=self.hypergradient_norms,
+            versions={level.name: self.versions.version(level.name) for level in self.plan.levels},
+            seconds=seconds,
+        )
+
+
+def _detached(context: Mapping[str, Variables]) -> Context:
+    return {name: {key: value.detach() for key, value in variables.items()} for name, variables in context.items()}
+
+
+def _detach_state(state: dict) -> dict:
+    return {
+        key: ({k: v.detach() for k, v in value.items()} if isinstance(value, dict) else
+              value.detach() if isinstance(value, torch.Tensor) else value)
+        for key, value in state.items()
+    }
+
+
+def _norm(gradient: Variables) -> float:
+    return float(torch.sqrt(sum((value.detach().double() ** 2).sum() for value in gradient.values())))
+
