@@ -163,10 +163,16 @@ def _initial_tensor(variable: VariablePlan) -> torch.Tensor:
 
 
 def _optimizer(plan: LevelPlan) -> DifferentiableOptimizer:
-    # An upper variable "upper.lr" becomes OuterRef("lr"): inner solves see the
-    # upper level's variables keyed by their own names.
+    # A variable "upper.lr" of the 'per' level becomes OuterRef("lr"), because
+    # inner solves see that level's variables keyed by their own names. A
+    # variable of a level further above keeps its "level.lr" key.
     hyperparameters = {
-        key: (outer(value.ref.split(".", 1)[1]) if value.ref is not None else value.value)
+        key: (_outer_key(value.ref, plan.per) if value.ref is not None else value.value)
         for key, value in plan.optimizer.hyperparameters.items()
     }
     return make_optimizer(plan.optimizer.name, **hyperparameters)
+
+
+def _outer_key(ref: str, per: Optional[str]):
+    level, _, variable = ref.partition(".")
+    return outer(variable if level == per else ref)

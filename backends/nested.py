@@ -149,7 +149,7 @@ class NestedExecutor:
                 subtree.update(self._solve(child, local))
                 local.update(subtree)
             grads = self._gradient(level, params, local, create_graph=True)
-            hyper = live.optimizer.resolve(upper_context.get(live.plan.per), level=level)
+            hyper = live.optimizer.resolve(_outer_variables(upper_context, live.plan.per), level=level)
             params, state = live.optimizer.update(params, grads, state, hyper)
             self.versions.bump(level)
         final_context = {**subtree, level: params}
@@ -218,6 +218,14 @@ class NestedExecutor:
             versions={level.name: self.versions.version(level.name) for level in self.plan.levels},
             seconds=seconds,
         )
+
+
+def _outer_variables(context: Context, per: Optional[str]) -> Variables:
+    """Variables an optimizer may read: the 'per' level's by name, every level's as 'level.name'."""
+    flat = {f"{level}.{key}": value for level, variables in context.items() for key, value in variables.items()}
+    if per is not None:
+        flat.update(context.get(per, {}))
+    return flat
 
 
 def _detached(context: Mapping[str, Variables]) -> Context:

@@ -14,10 +14,10 @@ from typing import Optional, Union
 
 import networkx as nx
 
-from chronos.compiler.graph import build_level_graph
+from chronos.compiler.graph import build_level_graph, per_ancestors
 from chronos.compiler.lower_levels import lower_level, resolve_data
 from chronos.compiler.methods import choose_method, default_memory_budget
-from chronos.compiler.plan import BackendPlan, EdgePlan, LevelPlan, Plan, ScheduleEntry
+from chronos.compiler.plan import BackendPlan, EdgePlan, LevelPlan, MethodPlan, Plan, ScheduleEntry
 from chronos.compiler.resolve import import_ref, search_path
 from chronos.compiler.timescales import assign_timescales
 from chronos.errors import CompileError
@@ -107,6 +107,20 @@ def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePla
     staleness = lower_spec.staleness
     if staleness is None:
         staleness = BACKEND_DEFAULT_STALENESS.get(spec.backend.name, 0)
+    if graph.edges[upper, lower]["kind"] == "reads":
+        return EdgePlan(
+            upper=upper,
+            lower=lower,
+            kind="reads",
+            method=MethodPlan(name="unrolled"),
+            reason=(
+                f"'{lower}' reads '{upper}' directly; the total derivative reaches '{upper}' through "
+                f"the nested unroll of '{lower_spec.per}'"
+            ),
+            staleness=staleness,
+            optimizer_reads=optimizer_reads,
+            source=(lower_spec.loss.span if lower_spec.loss else None) or lower_spec.span,
+        )
     span = (lower_spec.hypergradient.span if lower_spec.hypergradient else None) or lower_spec.per_span
     return choose_method(
         upper,
@@ -129,13 +143,13 @@ def _optimizer_reads(spec: ProblemSpec, graph: nx.DiGraph, levels: dict[str, Lev
             if not hasattr(value, "attr"):
                 continue
             location = (value.span or optimizer.span).location() if (value.span or optimizer.span) else None
-            if value.name not in graph.predecessors(level.name):
+            if value.name not in per_ancestors(graph, level.name):
                 raise CompileError(
                     f"optimizer of '{level.name}' reads '{value.dotted()}' for {key}, but "
-                    f"'{value.name}' is not the level directly above '{level.name}'",
+                    f"'{value.name}' is not a level above '{level.name}'",
                     location=location,
                     level=level.name,
-                    hint="an optimizer hyperparameter may read a variable of the upper level only",
+                    hint="an optimizer hyperparameter may read variables of the levels above only",
                 )
             variables = [variable.name for variable in levels[value.name].variables]
             if value.attr not in variables:

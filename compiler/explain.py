@@ -47,7 +47,8 @@ def explain(plan: Plan) -> str:
     if not plan.edges:
         lines.append("  (none: a single level)")
     for edge in plan.edges:
-        lines.append(f"  {edge.upper} -> {edge.lower}: {edge.method.describe()} (requested {edge.requested})")
+        kind = " (reads)" if edge.kind == "reads" else ""
+        lines.append(f"  {edge.upper} -> {edge.lower}{kind}: {edge.method.describe()} (requested {edge.requested})")
         lines.append(f"      reason: {edge.reason}")
         lines.append(f"      staleness bound {edge.staleness}")
         if edge.optimizer_reads:
@@ -67,7 +68,8 @@ def to_dot(plan: Plan) -> str:
     for level in plan.levels:
         lines.append(f'  "{level.name}" [label="{level.name}\\nsteps {level.steps}, period {level.period}"];')
     for edge in plan.edges:
-        lines.append(f'  "{edge.upper}" -> "{edge.lower}" [label="{edge.method.describe()}"];')
+        style = ", style=dashed" if edge.kind == "reads" else ""
+        lines.append(f'  "{edge.upper}" -> "{edge.lower}" [label="{edge.method.describe()}"{style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

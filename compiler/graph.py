@@ -1,7 +1,13 @@
-"""The level graph: a networkx DiGraph with an edge ``upper -> lower`` per ``per`` clause.
+"""The level graph: a networkx DiGraph of levels and the edges between them.
+
+Each ``per`` clause gives an edge ``upper -> lower`` of kind ``"per"``; these
+edges form a tree that fixes timing and nesting. A level whose objective or
+optimizer reads a level further above it (not its ``per`` level) gets one more
+upper level: an edge of kind ``"reads"``. So a level may have several upper
+levels and several lower levels, and the graph is a DAG, not only a tree.
 
 Node attribute ``spec`` holds the :class:`~chronos.spec.LevelSpec`; edge
-attribute ``spec`` holds the lower level's spec (which states the edge).
+attribute ``spec`` holds the lower level's spec and ``kind`` the edge kind.
 """
 
 from __future__ import annotations
@@ -9,9 +15,9 @@ from __future__ import annotations
 import networkx as nx
 
 from chronos.errors import CompileError, did_you_mean
-from chronos.spec import LevelSpec, ProblemSpec, SourceSpan
+from chronos.spec import LevelSpec, Name, ProblemSpec, SourceSpan
 
-__all__ = ["build_level_graph", "validate_graph"]
+__all__ = ["build_level_graph", "per_ancestors", "per_upper", "validate_graph"]
 
 
 def _loc(span: SourceSpan | None):
@@ -41,10 +47,37 @@ def build_level_graph(spec: ProblemSpec) -> nx.DiGraph:
                 location=_loc(level.per_span or level.span),
                 level=level.name,
             )
-        graph.add_edge(level.per, level.name, spec=level)
+        graph.add_edge(level.per, level.name, spec=level, kind="per")
     _reject_cycles(graph)
+    _add_read_edges(graph, spec)
     validate_graph(graph)
     return graph
+
+
+def per_upper(graph: nx.DiGraph, name: str) -> str | None:
+    """Return the level that ``name`` is timed ``per``, or None for a top level."""
+    return graph.nodes[name]["spec"].per
+
+
+def per_ancestors(graph: nx.DiGraph, name: str) -> list[str]:
+    """Return the chain of ``per`` levels above ``name``, nearest first."""
+    chain = []
+    upper = per_upper(graph, name)
+    while upper is not None:
+        chain.append(upper)
+        upper = per_upper(graph, upper)
+    return chain
+
+
+def _add_read_edges(graph: nx.DiGraph, spec: ProblemSpec) -> None:
+    for level in spec.levels:
+        ancestors = per_ancestors(graph, level.name)
+        names = [arg.name for arg in level.loss.args] if level.loss else []
+        if level.optimizer is not None:
+            names += [value.name for value in level.optimizer.kwargs.values() if isinstance(value, Name)]
+        for name in names:
+            if name in ancestors[1:] and not graph.has_edge(name, level.name):
+                graph.add_edge(name, level.name, spec=level, kind="reads")
 
 
 def _reject_cycles(graph: nx.DiGraph) -> None:
@@ -71,7 +104,9 @@ def validate_graph(graph: nx.DiGraph) -> None:
     """
     if not nx.is_directed_acyclic_graph(graph):
         _reject_cycles(graph)
-    for upper, lower in graph.edges:
+    for upper, lower, kind in graph.edges(data="kind"):
+        if kind != "per":
+            continue
         upper_spec: LevelSpec = graph.nodes[upper]["spec"]
         subtree = {lower} | nx.descendants(graph, lower)
         if upper_spec.loss is not None and not subtree & set(_level_args(upper_spec, graph)):

@@ -134,10 +134,16 @@ class MethodPlan(_PlanNode):
 
 
 class EdgePlan(_PlanNode):
-    """Edge ``upper -> lower``: the lower level's solution feeds the upper level's objective."""
+    """Edge ``upper -> lower``: the lower level's solution feeds the upper level's objective.
+
+    ``kind`` is ``"per"`` for the edge that times and nests the lower level, and
+    ``"reads"`` for an edge from a level further above whose variables the
+    lower level reads directly.
+    """
 
     upper: str
     lower: str
+    kind: Literal["per", "reads"] = "per"
     method: MethodPlan
     requested: str = "auto"
     reason: str

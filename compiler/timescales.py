@@ -4,8 +4,8 @@ One tick is the step of the fastest level. A root level steps once per macro
 step, so its period is the number of ticks in a macro step, T. A level with
 ``steps = N per U`` has period ``period(U) / N``. T is the least common
 multiple of the step products along every root-to-level path, so every period
-is a positive integer by construction. A level reached along two paths whose
-products differ would need two periods at once; that is an error.
+is a positive integer by construction. Only ``per`` edges time a level, so
+each level has one path from the top and one period.
 """
 
 from __future__ import annotations
@@ -34,24 +34,16 @@ class Timescales:
 
 def assign_timescales(graph: nx.DiGraph) -> Timescales:
     """Compute periods for every level of an acyclic level graph."""
-    roots = [name for name in nx.topological_sort(graph) if graph.in_degree(name) == 0]
+    roots = [name for name in nx.topological_sort(graph) if graph.nodes[name]["spec"].per is None]
     macro_steps = _root_steps(graph, roots)
     rate: dict[str, int] = {}  # steps per macro step
     for name in nx.topological_sort(graph):
         spec = graph.nodes[name]["spec"]
-        if graph.in_degree(name) == 0:
+        if spec.per is None:
             rate[name] = 1
             continue
-        candidates = {upper: rate[upper] * spec.steps for upper in graph.predecessors(name)}
-        if len(set(candidates.values())) > 1:
-            detail = ", ".join(f"{count} via '{upper}'" for upper, count in candidates.items())
-            raise CompileError(
-                f"level '{name}' would take different numbers of steps per macro step ({detail})",
-                location=spec.steps_span.location() if spec.steps_span else None,
-                level=name,
-                hint="choose steps so that every path from the top gives the same count",
-            )
-        rate[name] = next(iter(candidates.values()))
+        # Only the 'per' edge times a level; 'reads' edges add no timing.
+        rate[name] = rate[spec.per] * spec.steps
     ticks = math.lcm(*rate.values()) if rate else 1
     periods = {name: ticks // count for name, count in rate.items()}
     return Timescales(periods, ticks, macro_steps)

@@ -156,3 +156,40 @@ def test_two_lowers_total_derivative():
     gradient = NestedExecutor(plan).macro_step()["a"]
     estimate = central_difference(plan, "a", 0.3)
     torch.testing.assert_close(gradient, torch.tensor(estimate, dtype=torch.float64), rtol=1e-6, atol=1e-12)
+
+
+def test_read_edge_gives_second_upper():
+    text = CHAIN.replace('"tests.toy:chain_bottom"(mid)', '"tests.toy:chain_bottom_reads_top"(mid, top)')
+    plan = compile_spec(parse(text))
+    assert plan.level("bottom").uppers == ["mid", "top"]
+    edge = plan.edge("top", "bottom")
+    assert edge.kind == "reads"
+    assert plan.level("bottom").period == 1  # timed per mid only
+
+
+def test_read_edge_total_derivative():
+    text = CHAIN.replace('"tests.toy:chain_bottom"(mid)', '"tests.toy:chain_bottom_reads_top"(mid, top)')
+    plan = compile_spec(parse(text))
+    gradient = NestedExecutor(plan).macro_step()["a"]
+    estimate = central_difference(plan, "a", 0.3)
+    torch.testing.assert_close(gradient, torch.tensor(estimate, dtype=torch.float64), rtol=1e-6, atol=1e-12)
+
+
+def test_optimizer_reads_grandparent():
+    text = CHAIN.replace("optimizer = sgd(lr = 0.4)", "optimizer = sgd(lr = top.a)")
+    plan = compile_spec(parse(text))
+    edge = plan.edge("top", "bottom")
+    assert edge.kind == "reads"
+    assert edge.optimizer_reads == ["top.a"]
+    gradient = NestedExecutor(plan).macro_step()["a"]
+    estimate = central_difference(plan, "a", 0.3)
+    torch.testing.assert_close(gradient, torch.tensor(estimate, dtype=torch.float64), rtol=1e-6, atol=1e-12)
+
+
+def test_explain_marks_read_edges():
+    from chronos.compiler.explain import explain, to_dot
+
+    text = CHAIN.replace('"tests.toy:chain_bottom"(mid)', '"tests.toy:chain_bottom_reads_top"(mid, top)')
+    plan = compile_spec(parse(text))
+    assert "top -> bottom (reads): unrolled" in explain(plan)
+    assert 'style=dashed' in to_dot(plan)

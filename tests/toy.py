@@ -94,3 +94,8 @@ def reads_upper_scaled(own, upper):
 
 def wide_top(own, left, right):
     return (left.x - 1.0).pow(2).sum() + (right.x * own.a).sum()
+
+
+def chain_bottom_reads_top(own, mid, top):
+    """Bottom level reading both the middle level and the top level directly."""
+    return 0.5 * (own.x - mid.m).pow(2).sum() + 0.5 * top.a.reshape(()) * own.x.pow(2).sum()
