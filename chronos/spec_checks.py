@@ -35,6 +35,12 @@ __all__ = ["HYPERGRADIENT_OPTIONS", "INITIALIZER_KEYWORDS", "OPTIMIZER_KEYWORDS"
 # bfloat16, and seed an integer for randn.
 INITIALIZER_KEYWORDS = ("dtype", "seed")
 
+# Backend options and the smallest value each accepts: world_size (processes),
+# max_staleness (versions, summed along any path from a top level down),
+# memory_budget (bytes that unrolled hypergradients may use), timeout (seconds).
+BACKEND_OPTIONS = {"world_size": 1, "max_staleness": 0, "memory_budget": 1, "timeout": 1}
+BACKEND_DEVICES = ("cpu", "cuda")
+
 OPTIMIZER_KEYWORDS = {
     "sgd": ("lr", "momentum", "weight_decay"),
     "adam": ("lr", "b1", "b2", "eps", "eps_root", "weight_decay"),
@@ -170,12 +176,27 @@ class _Checker:
                 backend.span,
                 hint=f"use one of {', '.join(BACKENDS)}",
             )
-        world_size = backend.options.get("world_size")
-        if world_size is not None and not (_is_int(world_size) and world_size > 0):
-            raise self.error(
-                f"backend option world_size must be a positive integer, found {world_size!r}",
-                backend.span,
-            )
+        for option, value in backend.options.items():
+            if option == "device":
+                if value not in BACKEND_DEVICES:
+                    raise self.error(
+                        f"backend option device must be one of {', '.join(BACKEND_DEVICES)}, found {value!r}",
+                        backend.span,
+                    )
+                continue
+            if option not in BACKEND_OPTIONS:
+                raise self.error(
+                    f"unknown backend option '{option}'{did_you_mean(option, [*BACKEND_OPTIONS, 'device'])}",
+                    backend.span,
+                    hint=f"backend options are {', '.join(sorted([*BACKEND_OPTIONS, 'device']))}",
+                )
+            low = BACKEND_OPTIONS[option]
+            if not (_is_int(value) and value >= low):
+                kind = "a positive integer" if low > 0 else "a non-negative integer"
+                raise self.error(
+                    f"backend option {option} must be {kind}, found {value!r}",
+                    backend.span,
+                )
 
     # One level.
 

@@ -82,6 +82,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int]) -> Plan:
         _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget)
         for upper, lower in graph.edges
     ]
+    _check_staleness_paths(spec, graph, edges)
     if spec.report is not None:
         span = spec.report_span
         import_ref(spec.report, location=span.location() if span else None, what="report")
@@ -132,6 +133,36 @@ def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePla
         span or lower_spec.span,
         levels,
     )
+
+
+def _check_staleness_paths(spec: ProblemSpec, graph: nx.DiGraph, edges: list[EdgePlan]) -> None:
+    """Raise CompileError if the staleness bounds along some top-to-bottom path exceed ``max_staleness``.
+
+    Lags compound along a path: a level may read an upper level that is itself
+    behind its own upper, so the bound that matters is the sum over the path.
+    """
+    total = spec.backend.options.get("max_staleness")
+    if total is None:
+        return
+    bounds = {(edge.upper, edge.lower): edge.staleness for edge in edges if edge.kind == "per"}
+    worst: dict[str, tuple[int, list[str]]] = {}
+    for name in nx.topological_sort(graph):
+        per = graph.nodes[name]["spec"].per
+        if per is None:
+            worst[name] = (0, [name])
+            continue
+        lag, path = worst[per]
+        worst[name] = (lag + bounds[(per, name)], [*path, name])
+    for name, (lag, path) in worst.items():
+        if lag > total:
+            level = graph.nodes[name]["spec"]
+            raise CompileError(
+                f"staleness bounds along {' -> '.join(path)} add up to {lag}, over the backend's "
+                f"max_staleness = {total}",
+                location=level.staleness_span.location() if level.staleness_span else None,
+                level=name,
+                hint="lower the 'staleness' of a level on that path, or raise max_staleness",
+            )
 
 
 def _optimizer_reads(spec: ProblemSpec, graph: nx.DiGraph, levels: dict[str, LevelPlan]):

@@ -254,3 +254,26 @@ def test_compile_file_records_path(tmp_path):
     path.write_text(two_levels())
     plan = compile_file(path)
     assert plan.source == str(path)
+
+
+def test_staleness_sum_over_path():
+    text = two_levels(lower_extra="staleness = 2") + """
+level leaf {
+    param x = zeros(3)
+    loss = "tests.toy:reads_upper"(bottom)
+    optimizer = sgd(lr = 0.5)
+    steps = 2 per bottom
+    staleness = 2
+}
+backend local(max_staleness = 3)
+"""
+    text = text.replace('"tests.toy:reads_upper"(top)', '"tests.toy:two_args"(top, leaf)')
+    with pytest.raises(CompileError, match="top -> bottom -> leaf add up to 4, over the backend's max_staleness = 3"):
+        compile_text(text)
+    plan = compile_text(text.replace("max_staleness = 3", "max_staleness = 4"))
+    assert [edge.staleness for edge in plan.edges] == [2, 2]
+
+
+def test_unknown_backend_option():
+    with pytest.raises(ChronosError, match="unknown backend option 'max_stalenes' \\(did you mean 'max_staleness'\\?\\)"):
+        compile_text(two_levels() + "backend local(max_stalenes = 3)\n")
