@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
+from chronos.backends.executor import Executor
 from chronos.backends.materialize import LiveProblem, materialize
 from chronos.compiler.plan import EdgePlan, Plan
-from chronos.core import InnerProblem, OuterOptimizer, VersionTracker
+from chronos.core import InnerProblem, LevelState, MetaState, OuterOptimizer, VersionTracker
 from chronos.errors import BackendError, ChronosError
 from chronos.result import RunResult
 from chronos.solver import HypergradientMethod, ImplicitDifferentiation, UnrolledDifferentiation
@@ -48,7 +47,7 @@ def make_method(edge: EdgePlan, outer: OuterOptimizer) -> HypergradientMethod:
     return ImplicitDifferentiation(outer, **kwargs)
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Execute a plan in this process, one macro step at a time."""
 
     def __init__(self, plan: Plan, *, problem: Optional[LiveProblem] = None) -> None:
@@ -164,24 +163,28 @@ class LocalExecutor:
             detached = {key: value.detach() for key, value in final.items()}
             return float(self.outer.objective(self.outer.params, detached, self.outer.data))
 
-    def run(self, *, progress: bool = True, callback: Optional[Callable[[int, "LocalExecutor"], None]] = None) -> RunResult:
-        """Run every macro step of the plan and return the final variables and histories."""
-        started = time.perf_counter()
-        logger.info(
-            "running problem '%s' on the local backend: %d macro step(s)",
-            self.plan.problem,
-            self.plan.macro_steps,
-        )
-        bar = tqdm(range(self.plan.macro_steps), desc=self.plan.problem, unit="step", disable=not progress)
-        for index in bar:
-            self.macro_step()
-            bar.set_postfix({self.root: f"{self.history[self.root][-1]:.4f}"})
-            if callback is not None:
-                callback(index, self)
-            logger.debug("macro step %d: %s objective %.6g", index, self.root, self.history[self.root][-1])
-        seconds = time.perf_counter() - started
-        logger.info("finished problem '%s' in %.2f s", self.plan.problem, seconds)
-        return self.result(seconds)
+    def checkpoint_state(self) -> MetaState:
+        levels = {
+            self.root: LevelState(params=dict(self.outer.params), optimizer_state=dict(self.outer.state or {}), version=self.outer.version)
+        }
+        if self.lower is not None:
+            levels[self.lower] = LevelState(
+                params=dict(self.lower_params),
+                optimizer_state=dict(self.lower_state or {}),
+                version=self.versions.version(self.lower),
+            )
+        return MetaState(levels=levels, versions=self.versions)
+
+    def restore(self, meta: MetaState) -> None:
+        root = meta.levels[self.root]
+        self.outer.params = {key: value.detach().clone().requires_grad_(True) for key, value in root.params.items()}
+        self.outer.state = root.optimizer_state
+        self.outer.version = root.version
+        if self.lower is not None:
+            lower = meta.levels[self.lower]
+            self.lower_params = {key: value.detach().clone() for key, value in lower.params.items()}
+            self.lower_state = lower.optimizer_state or None
+        self.versions = meta.versions
 
     def result(self, seconds: float = 0.0) -> RunResult:
         variables = {self.root: _detached({**self.outer.params, **self.problem.levels[self.root].constants})}
@@ -240,15 +243,16 @@ def is_two_level(plan: Plan) -> bool:
     return all(not plan.level(lower).lowers for lower in roots[0].lowers)
 
 
-def run_local(plan: Plan, *, progress: bool = True) -> RunResult:
+def run_local(plan: Plan, *, progress: bool = True, **options) -> RunResult:
     """Execute ``plan`` on the local backend and return its RunResult.
 
     Two-level plans run on the imperative layer (``chronos.core``), which
     supports every hypergradient method; deeper or wider trees run nested,
     unrolled through every level (see ``chronos.backends.nested``).
+    ``options`` are passed to :meth:`Executor.run` (checkpoint, checkpoint_every, resume).
     """
     if is_two_level(plan):
-        return LocalExecutor(plan).run(progress=progress)
+        return LocalExecutor(plan).run(progress=progress, **options)
     from chronos.backends.nested import NestedExecutor
 
-    return NestedExecutor(plan).run(progress=progress)
+    return NestedExecutor(plan).run(progress=progress, **options)

@@ -23,15 +23,14 @@ through the last K steps only.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
-from tqdm.auto import tqdm
 
+from chronos.backends.executor import Executor
 from chronos.backends.materialize import LiveProblem, materialize
 from chronos.compiler.plan import Plan
-from chronos.core import VersionTracker
+from chronos.core import LevelState, MetaState, VersionTracker
 from chronos.errors import BackendError, ChronosError
 from chronos.result import RunResult
 
@@ -43,7 +42,7 @@ Variables = dict[str, torch.Tensor]
 Context = dict[str, Variables]
 
 
-class NestedExecutor:
+class NestedExecutor(Executor):
     """Execute a plan whose ``per`` clauses form a tree, with every edge unrolled."""
 
     def __init__(self, plan: Plan, *, problem: Optional[LiveProblem] = None) -> None:
@@ -187,19 +186,26 @@ class NestedExecutor:
         self.macro_step_index += 1
         return gradient
 
-    def run(self, *, progress: bool = True, callback: Optional[Callable[[int, "NestedExecutor"], None]] = None) -> RunResult:
-        """Run every macro step and return the final variables and histories."""
-        started = time.perf_counter()
-        logger.info("running problem '%s' (nested, %d levels)", self.plan.problem, len(self.plan.levels))
-        bar = tqdm(range(self.plan.macro_steps), desc=self.plan.problem, unit="step", disable=not progress)
-        for index in bar:
-            self.macro_step()
-            bar.set_postfix({self.root: f"{self.history[self.root][-1]:.4f}"})
-            if callback is not None:
-                callback(index, self)
-        seconds = time.perf_counter() - started
-        logger.info("finished problem '%s' in %.2f s", self.plan.problem, seconds)
-        return self.result(seconds)
+    def checkpoint_state(self) -> MetaState:
+        levels = {self.root: LevelState(params=dict(self.root_params), optimizer_state=dict(self.root_state))}
+        for name, (params, state) in self.warm.items():
+            levels[name] = LevelState(params=dict(params), optimizer_state=dict(state))
+        for name in self.children:
+            if name not in levels:
+                levels[name] = LevelState(params=dict(self.problem.levels[name].initial_params))
+        return MetaState(levels=levels, versions=self.versions)
+
+    def restore(self, meta: MetaState) -> None:
+        root = meta.levels[self.root]
+        self.root_params = {key: value.detach().clone() for key, value in root.params.items()}
+        self.root_state = root.optimizer_state
+        self.warm = {
+            name: (dict(level.params), dict(level.optimizer_state))
+            for name, level in meta.levels.items()
+            if name != self.root and level.optimizer_state
+        }
+        self.latest = {name: dict(params) for name, (params, _) in self.warm.items()}
+        self.versions = meta.versions
 
     def result(self, seconds: float = 0.0) -> RunResult:
         variables = {}

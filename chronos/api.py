@@ -271,10 +271,14 @@ def load_plan(source: Union[Plan, str, Path]) -> Plan:
     return compile_file(path)
 
 
-def run(source: Union[Plan, str, Path], *, progress: bool = True) -> RunResult:
-    """Execute a plan (or a plan file, or a spec file) on the backend it names."""
+def run(source: Union[Plan, str, Path], *, progress: bool = True, **options: Any) -> RunResult:
+    """Execute a plan (or a plan file, or a spec file) on the backend it names.
+
+    ``options`` go to the backend: ``checkpoint`` (a file), ``checkpoint_every``
+    (macro steps) and ``resume`` for the local backend.
+    """
     from chronos.backends import get_backend
 
     plan = load_plan(source)
-    return get_backend(plan.backend.name)(plan, progress=progress)
+    return get_backend(plan.backend.name)(plan, progress=progress, **options)
 

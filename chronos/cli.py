@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from chronos.errors import ChronosError
+from chronos.errors import BackendError, ChronosError
 
 __all__ = ["main"]
 
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("source", help="path to a .chronos spec or a .json plan")
     run_cmd.add_argument("--output", default=None, help="directory for result.json and the problem's report")
     run_cmd.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run_cmd.add_argument("--checkpoint", default=None, help="file to save every level's state to (written atomically)")
+    run_cmd.add_argument("--checkpoint-every", type=int, default=1, help="macro steps between checkpoints (default 1)")
+    run_cmd.add_argument("--resume", action="store_true", help="continue from --checkpoint if the file exists")
 
     explain_cmd = commands.add_parser("explain", help="print levels, edges, methods with reasons, and the schedule")
     explain_cmd.add_argument("source", help="path to a .chronos spec or a .json plan")
@@ -79,7 +82,15 @@ def _run(args: argparse.Namespace) -> int:
     plan = load_plan(args.source)
     directories = [os.path.dirname(os.path.abspath(plan.source))] if plan.source else []
     with search_path(directories):
-        result = run(plan, progress=not args.no_progress)
+        if args.resume and args.checkpoint is None:
+            raise BackendError("--resume needs --checkpoint FILE", hint="name the checkpoint file to resume from")
+        result = run(
+            plan,
+            progress=not args.no_progress,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
         output = Path(args.output) if args.output else None
         if output is not None:
             print(f"wrote run summary to {result.save_summary(output / 'result.json')}")

@@ -576,6 +576,8 @@ class MetaState:
 
     levels: dict[str, LevelState] = field(default_factory=dict)
     versions: VersionTracker = field(default_factory=VersionTracker)
+    # Executor progress (macro step, histories): plain ints, floats, strings, lists and dicts.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         """Return plain dicts of detached tensors and ints, loadable with ``weights_only=True``."""
@@ -583,6 +585,7 @@ class MetaState:
             "format": _CHECKPOINT_FORMAT,
             "levels": {name: level.state_dict() for name, level in self.levels.items()},
             "versions": self.versions.state_dict(),
+            "extra": dict(self.extra),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -601,6 +604,7 @@ class MetaState:
         versions.load_state_dict(state.get("versions", {}))
         self.levels = levels
         self.versions = versions
+        self.extra = dict(state.get("extra", {}))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the state to ``path`` atomically.

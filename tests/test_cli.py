@@ -71,3 +71,15 @@ def test_console_entry_point(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert "schedule (one macro step):" in completed.stdout
+
+
+def test_run_checkpoint_and_resume(tmp_path):
+    checkpoint = tmp_path / "ridge.ckpt"
+    assert main(["-q", "run", str(RIDGE), "--no-progress", "--checkpoint", str(checkpoint)]) == 0
+    assert checkpoint.exists()
+    assert main(["-q", "run", str(RIDGE), "--no-progress", "--checkpoint", str(checkpoint), "--resume"]) == 0
+
+
+def test_resume_needs_checkpoint(capsys):
+    assert main(["run", str(RIDGE), "--no-progress", "--resume"]) == 2
+    assert "--resume needs --checkpoint" in capsys.readouterr().err
