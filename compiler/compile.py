@@ -30,15 +30,20 @@ logger = logging.getLogger(__name__)
 BACKEND_DEFAULT_STALENESS = {"local": 0, "torch": 0, "horovod": 0}
 
 
-def compile_file(path: Union[str, Path], *, memory_budget: Optional[int] = None) -> Plan:
+def compile_file(path: Union[str, Path], *, memory_budget: Optional[int] = None, trace: bool = True) -> Plan:
     """Parse the ``.chronos`` file at ``path`` and compile it to a Plan."""
     from chronos.dsl import parse_file
 
-    return compile_spec(parse_file(path), memory_budget=memory_budget)
+    return compile_spec(parse_file(path), memory_budget=memory_budget, trace=trace)
 
 
-def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None) -> Plan:
+def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trace: bool = True) -> Plan:
     """Compile a ProblemSpec to a validated Plan.
+
+    With ``trace`` (the default), every objective is traced with torch.fx to
+    find which variables it reads; the reads and a note go on each edge, and
+    an edge that no objective uses gets a DependencyWarning. Tracing loads
+    every data set and runs each objective once on example inputs.
 
     Raises:
         SpecError: the spec breaks an invariant (unknown names, bad values).
@@ -49,7 +54,9 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None) -> P
     spec.validate_spec()
     spec_dir = [os.path.dirname(os.path.abspath(spec.source))] if spec.source else []
     with search_path(spec_dir):
-        plan = _compile(spec, memory_budget)
+        plan, catalog = _compile(spec, memory_budget)
+        if trace:
+            plan = _trace_dependencies(plan, catalog)
     plan.validate_plan()
     logger.info(
         "compiled problem '%s': %d level(s), %d edge(s) in %.3f s",
@@ -61,7 +68,20 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None) -> P
     return plan
 
 
-def _compile(spec: ProblemSpec, memory_budget: Optional[int]) -> Plan:
+def _trace_dependencies(plan: Plan, catalog) -> Plan:
+    from chronos.compiler.trace import check_reads, objective_reads, trace_plan
+
+    data = {name: catalog.load(name) for name in catalog.names()}
+    results = trace_plan(plan, data)
+    notes = check_reads(plan, results)
+    edges = [
+        edge.model_copy(update={"objective_reads": objective_reads(results[edge.lower], edge.upper), "dependencies": note})
+        for edge, note in zip(plan.edges, notes)
+    ]
+    return plan.model_copy(update={"edges": edges, "data": catalog.plans()})
+
+
+def _compile(spec: ProblemSpec, memory_budget: Optional[int]):
     graph = build_level_graph(spec)
     catalog = resolve_data(spec)
     timescales = assign_timescales(graph)
@@ -86,7 +106,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int]) -> Plan:
     if spec.report is not None:
         span = spec.report_span
         import_ref(spec.report, location=span.location() if span else None, what="report")
-    return Plan(
+    plan = Plan(
         problem=spec.name,
         source=spec.source,
         data=catalog.plans(),
@@ -101,6 +121,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int]) -> Plan:
         backend=BackendPlan(name=spec.backend.name, options=dict(spec.backend.options)),
         report=spec.report,
     )
+    return plan, catalog
 
 
 def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePlan:

@@ -53,6 +53,8 @@ def explain(plan: Plan) -> str:
         lines.append(f"      staleness bound {edge.staleness}")
         if edge.optimizer_reads:
             lines.append(f"      optimizer reads {', '.join(edge.optimizer_reads)}")
+        if edge.dependencies:
+            lines.append(f"      traced: {edge.dependencies.split(': ', 1)[-1]}")
         if edge.unrolled_bytes is not None:
             lines.append(f"      estimated full-unroll memory {_bytes(edge.unrolled_bytes)}")
     lines.append("")

@@ -108,8 +108,7 @@ def validate_graph(graph: nx.DiGraph) -> None:
         if kind != "per":
             continue
         upper_spec: LevelSpec = graph.nodes[upper]["spec"]
-        subtree = {lower} | nx.descendants(graph, lower)
-        if upper_spec.loss is not None and not subtree & set(_level_args(upper_spec, graph)):
+        if upper_spec.loss is not None and not _reads_subtree(graph, upper_spec, lower):
             raise CompileError(
                 f"the objective of level '{upper}' reads neither its lower level '{lower}' nor a "
                 f"level below it, so no hypergradient can reach '{upper}' through it",
@@ -119,7 +118,10 @@ def validate_graph(graph: nx.DiGraph) -> None:
             )
     for name in graph.nodes:
         spec: LevelSpec = graph.nodes[name]["spec"]
-        related = nx.ancestors(graph, name) | nx.descendants(graph, name)
+        # Levels above or below ``name``, computed only when an argument is not
+        # a direct upper or lower level: a search per level would make the
+        # check quadratic in the depth of the graph.
+        related: set[str] | None = None
         for other in _level_args(spec, graph):
             if other == name:
                 raise CompileError(
@@ -128,6 +130,10 @@ def validate_graph(graph: nx.DiGraph) -> None:
                     location=_loc(spec.loss.span if spec.loss else spec.span),
                     level=name,
                 )
+            if graph.has_edge(name, other) or graph.has_edge(other, name):
+                continue
+            if related is None:
+                related = nx.ancestors(graph, name) | nx.descendants(graph, name)
             if other not in related:
                 raise CompileError(
                     f"the objective of level '{name}' reads level '{other}', which is neither "
@@ -143,6 +149,14 @@ def validate_graph(graph: nx.DiGraph) -> None:
                 level=name,
                 hint="give it 'steps = N per UPPER' or remove it",
             )
+
+
+def _reads_subtree(graph: nx.DiGraph, upper_spec: LevelSpec, lower: str) -> bool:
+    """Return whether the objective of ``upper_spec`` reads ``lower`` or a level below it."""
+    args = _level_args(upper_spec, graph)
+    if lower in args:
+        return True  # the usual case, without a search below ``lower``
+    return not nx.descendants(graph, lower).isdisjoint(args)
 
 
 def _level_args(spec: LevelSpec, graph: nx.DiGraph) -> list[str]:

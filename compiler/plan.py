@@ -149,6 +149,8 @@ class EdgePlan(_PlanNode):
     reason: str
     staleness: int = 0
     optimizer_reads: list[str] = Field(default_factory=list)
+    objective_reads: list[str] = Field(default_factory=list)
+    dependencies: Optional[str] = None
     unrolled_bytes: Optional[int] = None
     source: Optional[SourceSpan] = None
 

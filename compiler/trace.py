@@ -11,19 +11,24 @@ placeholder has a path to the output node.
 ``torch.func.functional_call``, which module levels run on.
 
 Tracing mode: ``tracing_mode="real"``, the default. The objective runs once on
-real tensors: the levels' initial variables and the data as loaded. In this
-mode make_fx raises as soon as Python reads a value out of a traced tensor
-(``bool(t)``, ``.item()``, ``float(t)``), which is exactly data-dependent
-control flow on a variable. Branches on data alone run normally, because data
-tensors are untraced constants. ``"fake"`` mode would skip the computation
-but would also reject every branch on a data value, and it cannot take real
-data tensors as constants without letting non-fake inputs through, which this
-pass does not do. Guards are never turned off.
+real tensors: the levels' initial variables and the data as loaded, so it
+takes one evaluation of the objective. In this mode make_fx (torch 2.13)
+raises as soon as Python reads a value out of a tensor computed during the
+trace (``bool(t)``, ``.item()``, ``float(t)``), which is how data-dependent
+control flow shows. That includes branches on a value computed from data
+alone, which therefore fall back too. ``"fake"`` mode would skip the
+computation, but it rejects the real data tensors that objectives capture
+unless non-fake inputs are allowed through, which this pass never does.
+Guards are never turned off.
+
+The first trace in a process imports torch._dynamo and sympy. That took
+about 2 s on a 2-core CPU machine, and later traces of the small objectives
+in tests/toy.py took about 5 to 20 ms each there.
 
 A failed trace falls back to "reads every declared variable" and records why,
 with the objective's line. Optimizer hyperparameters that read an upper
-variable are not part of the objective; the compiler records them separately
-as ``EdgePlan.optimizer_reads``.
+variable are not part of the objective, so the compiler records them
+separately, as ``EdgePlan.optimizer_reads``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ __all__ = [
     "DependencyWarning",
     "TraceResult",
     "check_reads",
+    "objective_reads",
     "trace_objective",
     "trace_plan",
 ]
@@ -92,10 +98,11 @@ class DependencyWarning(UserWarning):
 class TraceResult:
     """Which variables one level's objective reads, as ``"level.variable"`` names.
 
-    ``reads`` holds variables of the other levels the objective takes and
-    ``own_reads`` the level's own. When ``traced`` is False both hold every
-    declared variable of those levels, and ``reason`` says why tracing failed
-    or was skipped.
+    ``reads`` contains variables of the other levels the objective takes,
+    and ``own_reads`` contains the level's own. When ``traced`` is False,
+    both contain every declared variable of those levels, and ``reason``
+    gives why tracing failed or was skipped, with the objective's
+    ``file:line`` when the failure happened inside it.
     """
 
     level: str
@@ -122,7 +129,7 @@ class _Example:
 
 
 def trace_plan(plan: Plan, data: Mapping[str, Any]) -> dict[str, TraceResult]:
-    """Trace the objective of every level of ``plan``; return the results by level name.
+    """Trace the objective of every level of ``plan`` and return the results by level name.
 
     ``data`` maps each data set name to the value its data function returned.
     Each level's example inputs are built once and shared by every objective
@@ -134,7 +141,8 @@ def trace_plan(plan: Plan, data: Mapping[str, Any]) -> dict[str, TraceResult]:
     started = time.perf_counter()
     levels = {level.name: level for level in plan.levels}
     examples: dict[str, _Example] = {}
-    results = {level.name: _trace(level, levels, data, examples) for level in plan.levels}
+    memo: dict[tuple, TraceResult] = {}
+    results = {level.name: _trace_memoized(level, levels, data, examples, memo) for level in plan.levels}
     logger.info(
         "traced %d of %d objective(s) of problem '%s' in %.3f s",
         sum(result.traced for result in results.values()),
@@ -146,12 +154,58 @@ def trace_plan(plan: Plan, data: Mapping[str, Any]) -> dict[str, TraceResult]:
 
 
 def trace_objective(level: LevelPlan, levels: dict[str, LevelPlan], data: Mapping[str, Any]) -> TraceResult:
-    """Trace the objective of ``level``; ``levels`` holds every level it takes, by name.
+    """Trace the objective of ``level``. ``levels`` maps the name of every level it takes to its plan.
 
     Raises:
         CompileError: the objective takes a data set that ``data`` lacks.
     """
     return _trace(level, levels, data, {})
+
+
+def _trace_memoized(
+    level: LevelPlan,
+    levels: Mapping[str, LevelPlan],
+    data: Mapping[str, Any],
+    examples: dict[str, _Example],
+    memo: dict[tuple, TraceResult],
+) -> TraceResult:
+    """Trace ``level``, or reuse the trace of an earlier level of the same structure.
+
+    Two levels have the same structure when they call the same objective on
+    the same data sets with levels whose variables match in name, shape,
+    dtype and trainability, in the same positions. The traced graph depends
+    only on that, so the reads carry over with the level names replaced. Large
+    generated specs repeat a few objectives many times; this keeps tracing
+    them linear in the number of distinct objectives.
+    """
+    involved = _involved_levels(level)
+    key = (
+        level.loss.ref,
+        tuple(kind if kind == "level" else name for kind, name in level.loss.args),
+        tuple(_structure(levels[name]) for name in involved),
+    )
+    cached = memo.get(key)
+    if cached is None:
+        memo[key] = result = _trace(level, levels, data, examples)
+        return result
+    renamed = dict(zip(_involved_levels(levels[cached.level]), involved))
+    return TraceResult(
+        level=level.name,
+        reads=frozenset(_rename(name, renamed) for name in cached.reads),
+        own_reads=frozenset(_rename(name, renamed) for name in cached.own_reads),
+        traced=cached.traced,
+        reason=cached.reason,
+    )
+
+
+def _structure(level: LevelPlan) -> tuple:
+    variables = tuple((v.name, tuple(v.shape), v.dtype, v.trainable) for v in level.variables)
+    return (level.module, variables)
+
+
+def _rename(qualified: str, renamed: Mapping[str, str]) -> str:
+    level, _, variable = qualified.partition(".")
+    return f"{renamed[level]}.{variable}"
 
 
 def _trace(
@@ -238,7 +292,7 @@ def _example(plan: LevelPlan) -> _Example:
         else:
             raise CompileError(
                 f"module factory \"{plan.module}\" of level '{plan.name}' returned a module without "
-                f"variable '{variable.name}'; the plan lists {[v.name for v in plan.variables]}",
+                f"variable '{variable.name}'; the plan lists {[entry.name for entry in plan.variables]}",
                 level=plan.name,
                 hint="make the factory return the same module on every call",
             )
@@ -271,7 +325,7 @@ def _flat_objective(
 
 
 def _trace_graph(call: Callable[..., Any], flat: list[torch.Tensor]) -> fx.Graph:
-    """Trace ``call``; retrace it functionalized when the first graph mutates a tensor in place.
+    """Trace ``call``, and trace it again functionalized when the first graph mutates a tensor in place.
 
     An in-place write through a view (``out[:, 0] = upper.x``) is recorded
     on the view, and a later read of the base tensor does not link to it, so
@@ -307,7 +361,9 @@ def _nodes_reaching_output(graph: fx.Graph) -> set[fx.Node]:
     return reached
 
 
-def _result(level: LevelPlan, read: list[tuple[str, str]], *, traced: bool, reason: Optional[str] = None):
+def _result(
+    level: LevelPlan, read: list[tuple[str, str]], *, traced: bool, reason: Optional[str] = None
+) -> TraceResult:
     return TraceResult(
         level=level.name,
         reads=frozenset(f"{name}.{variable}" for name, variable in read if name != level.name),
@@ -327,18 +383,21 @@ def _fallback(level: LevelPlan, keys: list[tuple[str, str]], reason: str) -> Tra
 
 
 def _failure_reason(level: LevelPlan, loss: Callable[..., Any], error: Exception) -> str:
-    """Describe a failed trace: what failed and the objective's line that was running."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if "_local_scalar_dense" in message or "DataDependent" in type(error).__name__:
-        what = (
-            "it reads the value of a variable in Python (data-dependent control flow such as "
-            "'if x.sum() > 0:', .item() or float())"
+    """Describe a failed trace: the objective's line that was running and what failed there."""
+    text = str(error).strip()
+    # make_fx in real mode raises RuntimeError naming aten._local_scalar_dense when
+    # Python reads a traced tensor's value; the other modes raise *DataDependent* errors.
+    if "_local_scalar_dense" in text or "DataDependent" in type(error).__name__:
+        failure = (
+            "the objective reads a tensor's value in Python, as data-dependent control flow "
+            "(if x.sum() > 0:), .item() and float() do"
         )
     else:
-        what = f"it raised {type(error).__name__}: {message[:200]}"
+        first_line = text.splitlines()[0] if text else ""
+        failure = f"{type(error).__name__}: {first_line[:200]}"
     frame = _objective_frame(loss, error)
-    where = f" at {frame.filename}:{frame.lineno}: {(frame.line or '').strip()}" if frame is not None else ""
-    return f"objective \"{level.loss.ref}\" of level '{level.name}' could not be traced: {what}{where}"
+    where = f" at {frame.filename}:{frame.lineno} (`{(frame.line or '').strip()}`)" if frame is not None else ""
+    return f"tracing objective \"{level.loss.ref}\" of level '{level.name}' failed{where}: {failure}"
 
 
 def _objective_frame(loss: Callable[..., Any], error: BaseException) -> Optional[traceback.FrameSummary]:
@@ -364,65 +423,122 @@ def _objective_frame(loss: Callable[..., Any], error: BaseException) -> Optional
 
 
 def check_reads(plan: Plan, results: Mapping[str, TraceResult]) -> list[str]:
-    """Warn about edges that no objective uses; return one note per edge for ``chronos explain``.
+    """Warn about edges that no objective uses, and return one note per edge for ``chronos explain``.
 
-    An edge ``upper -> lower`` gets a DependencyWarning when the objective of
-    ``lower`` reads no trainable variable of ``upper`` and its optimizer reads
-    none either (the hypergradient of ``upper`` through ``lower`` is then
-    zero), and when the objective of ``upper`` reads no trainable variable of
-    ``lower`` (no hypergradient reaches ``upper``). A level absent from
-    ``results`` is treated as reading everything.
+    The subtree of ``lower`` is ``lower`` and every level timed under it. An
+    edge ``upper -> lower`` of kind ``per`` gets a DependencyWarning in two
+    cases. First, when no objective or optimizer in the subtree reads a
+    trainable variable of ``upper``: the hypergradient of ``upper`` through
+    ``lower`` is then zero. Second, when the objective of ``upper`` reads no
+    trainable variable of the subtree: then no hypergradient reaches
+    ``upper`` through it. An edge of kind ``reads`` gets a DependencyWarning
+    when neither the objective nor the optimizer of ``lower`` reads a
+    trainable variable of ``upper``. A level absent from ``results`` counts
+    as reading everything.
 
     An objective cannot read a variable that the spec never declared: a
     LevelView exposes only the variables of the level passed as that
     argument, and reading any other name raises at the call. So there is no
     undeclared-read error to check for here.
     """
+    levels = {level.name: level for level in plan.levels}
     notes = []
     for edge in plan.edges:
-        upper = plan.level(edge.upper)
-        lower = plan.level(edge.lower)
-        lower_result = results.get(edge.lower)
-        upper_result = results.get(edge.upper)
-        lower_reads = _reads_of(lower_result, upper)
-        upper_reads = _reads_of(upper_result, lower)
-        if lower_result is not None and not lower_reads and not edge.optimizer_reads:
-            _warn_unread(edge, reader=lower, read=upper, result=lower_result)
-        if upper_result is not None and not upper_reads:
-            _warn_unread(edge, reader=upper, read=lower, result=upper_result)
-        notes.append(_note(edge, lower_result, upper_result))
+        upper = levels[edge.upper]
+        names = [edge.lower] if edge.kind == "reads" else _subtree(plan, edge.lower)
+        readers = [levels[name] for name in names]
+        if not any(_reads_of(results.get(reader.name), reader, upper) for reader in readers):
+            _warn_lower_side(edge, upper, readers)
+        if edge.kind == "per" and not _objective_reads(results.get(upper.name), readers, trainable=True):
+            _warn_upper_side(edge, upper, readers)
+        notes.append(_note(edge, upper, readers, results))
     return notes
+
+
+def objective_reads(result: TraceResult, upper: str) -> list[str]:
+    """Return the variables of level ``upper`` that the traced objective reads, sorted, for ``EdgePlan``."""
+    return sorted(name for name in result.reads if name.startswith(f"{upper}."))
+
+
+def _subtree(plan: Plan, name: str) -> list[str]:
+    """Return ``name`` and every level timed under it through ``per``, nearest first."""
+    names = [name]
+    for current in names:
+        names.extend(level.name for level in plan.levels if level.per == current)
+    return names
 
 
 def _trainable(level: LevelPlan) -> list[str]:
     return [f"{level.name}.{variable.name}" for variable in level.variables if variable.trainable]
 
 
-def _reads_of(result: Optional[TraceResult], other: LevelPlan) -> list[str]:
-    """Return the trainable variables of ``other`` that ``result`` reads; all of them if no result."""
-    trainable = _trainable(other)
+def _optimizer_refs(reader: LevelPlan, upper: LevelPlan) -> list[str]:
+    refs = [value.ref for value in reader.optimizer.hyperparameters.values() if value.ref is not None]
+    return [ref for ref in refs if ref.startswith(f"{upper.name}.")]
+
+
+def _reads_of(result: Optional[TraceResult], reader: LevelPlan, upper: LevelPlan) -> list[str]:
+    """Return the trainable variables of ``upper`` that the objective or optimizer of ``reader`` reads.
+
+    Without a trace result the objective is taken to read all of them.
+    """
+    trainable = _trainable(upper)
+    read = set(_optimizer_refs(reader, upper))
+    read |= set(trainable) if result is None else set(result.reads)
+    return [name for name in trainable if name in read]
+
+
+def _objective_reads(result: Optional[TraceResult], levels: list[LevelPlan], *, trainable: bool) -> list[str]:
+    """Return the variables of ``levels`` that ``result`` reads, or all of them if there is no result."""
+    names = [
+        f"{level.name}.{variable.name}"
+        for level in levels
+        for variable in level.variables
+        if variable.trainable or not trainable
+    ]
     if result is None:
-        return trainable
-    return [name for name in trainable if name in result.reads]
+        return names
+    return [name for name in names if name in result.reads]
 
 
-def _warn_unread(edge: EdgePlan, *, reader: LevelPlan, read: LevelPlan, result: TraceResult) -> None:
-    taken = any(kind == "level" and name == read.name for kind, name in reader.loss.args)
-    argument = "" if taken else f" (it does not take '{read.name}' as an argument)"
-    variables = ", ".join(_trainable(read)) or "none"
-    if reader.name == edge.lower:
-        consequence = (
-            f"and its optimizer reads none either, so the hypergradient of '{edge.upper}' "
-            f"through '{edge.lower}' is always zero"
-        )
-        hint = f"read an upper variable in the objective, or drop 'per {edge.upper}' from '{edge.lower}'"
+def _warn_lower_side(edge: EdgePlan, upper: LevelPlan, readers: list[LevelPlan]) -> None:
+    variables = ", ".join(_trainable(upper)) or "it has none"
+    if len(readers) == 1:
+        reader = readers[0]
+        takes_upper = any(kind == "level" and name == upper.name for kind, name in reader.loss.args)
+        argument = "" if takes_upper else f"; it does not take '{upper.name}' as an argument"
+        subject = f"the objective \"{reader.loss.ref}\" of level '{reader.name}' never reads"
+        where = f"({variables}){argument}, and its optimizer reads none either"
     else:
-        consequence = f"so no hypergradient reaches '{edge.upper}' through '{edge.lower}'"
-        hint = f"use the variables of '{edge.lower}' in the objective, or drop 'per {edge.upper}' from '{edge.lower}'"
+        listed = ", ".join(f"'{reader.name}'" for reader in readers)
+        subject = f"no objective or optimizer of the levels {listed} (the subtree of '{edge.lower}') reads"
+        where = f"({variables})"
+    if edge.kind == "reads":
+        consequence = (
+            f"So the reads edge carries nothing. To fix, drop '{upper.name}' from the arguments of the "
+            f"objective of '{edge.lower}'."
+        )
+    else:
+        consequence = (
+            f"So the solution of '{edge.lower}' does not depend on '{upper.name}', and the hypergradient "
+            f"of '{upper.name}' through '{edge.lower}' is always zero. To fix, read a variable of "
+            f"'{upper.name}' in an objective below it, or drop 'per {upper.name}' from '{edge.lower}'."
+        )
     message = (
-        f"edge {edge.upper} -> {edge.lower}: the objective \"{reader.loss.ref}\" of level "
-        f"'{reader.name}' never reads a trainable variable of level '{read.name}' "
-        f"(trainable variables: {variables}){argument}, {consequence}; {hint}"
+        f"edge {edge.upper} -> {edge.lower}: {subject} a trainable variable of level '{upper.name}' "
+        f"{where}. {consequence}"
+    )
+    warnings.warn(message, DependencyWarning, stacklevel=_caller_stacklevel())
+
+
+def _warn_upper_side(edge: EdgePlan, upper: LevelPlan, readers: list[LevelPlan]) -> None:
+    variables = ", ".join(name for reader in readers for name in _trainable(reader)) or "they have none"
+    below = "" if len(readers) == 1 else " or of the levels below it"
+    message = (
+        f"edge {edge.upper} -> {edge.lower}: the objective \"{upper.loss.ref}\" of level '{upper.name}' "
+        f"never reads a trainable variable of level '{edge.lower}'{below} ({variables}), so no "
+        f"hypergradient reaches '{upper.name}' through '{edge.lower}'. To fix, use those variables in "
+        f"the objective, or drop 'per {upper.name}' from '{edge.lower}'."
     )
     warnings.warn(message, DependencyWarning, stacklevel=_caller_stacklevel())
 
@@ -446,21 +562,30 @@ def _in_chronos(frame) -> bool:
     return module == "chronos" or module.startswith("chronos.")
 
 
-def _note(edge: EdgePlan, lower_result: Optional[TraceResult], upper_result: Optional[TraceResult]) -> str:
-    parts = [
-        _describe(lower_result, edge.lower, edge.upper),
-        _describe(upper_result, edge.upper, edge.lower),
-    ]
-    if edge.optimizer_reads:
-        parts.append(f"optimizer of '{edge.lower}' reads {', '.join(edge.optimizer_reads)}")
-    return f"{edge.upper} -> {edge.lower}: " + "; ".join(parts)
+def _note(edge: EdgePlan, upper: LevelPlan, readers: list[LevelPlan], results: Mapping[str, TraceResult]) -> str:
+    """Describe who reads what along one edge, in one line."""
+    parts = []
+    for reader in readers:
+        result = results.get(reader.name)
+        read = [name for name in sorted(result.reads) if name.startswith(f"{upper.name}.")] if result else []
+        if reader.name == edge.lower or read:
+            parts.append(_describe(result, reader.name, read, f"no variable of '{upper.name}'"))
+        refs = _optimizer_refs(reader, upper)
+        if refs:
+            parts.append(f"optimizer of '{reader.name}' reads {', '.join(refs)}")
+    if edge.kind == "per":
+        result = results.get(upper.name)
+        read = _objective_reads(result, readers, trainable=False) if result else []
+        below = "" if len(readers) == 1 else " or below"
+        parts.append(_describe(result, upper.name, read, f"no variable of '{edge.lower}'{below}"))
+    kind = " (reads)" if edge.kind == "reads" else ""
+    return f"{edge.upper} -> {edge.lower}{kind}: " + "; ".join(parts)
 
 
-def _describe(result: Optional[TraceResult], reader: str, other: str) -> str:
+def _describe(result: Optional[TraceResult], reader: str, read: list[str], nothing: str) -> str:
     if result is None:
-        return f"objective of '{reader}' not traced"
-    read = sorted(name for name in result.reads if name.startswith(f"{other}."))
-    listed = ", ".join(read) if read else f"no variable of '{other}'"
+        return f"objective of '{reader}' was not traced"
+    listed = ", ".join(read) if read else nothing
     if result.traced:
         return f"objective of '{reader}' reads {listed}"
-    return f"objective of '{reader}' is assumed to read {listed} (not traced: {result.reason})"
+    return f"objective of '{reader}' is assumed to read {listed}, because {result.reason}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from chronos.errors import PlanError
@@ -15,7 +16,7 @@ def check_plan(plan: "Plan") -> None:
     names = [level.name for level in plan.levels]
     if not names:
         raise PlanError("plan has no levels")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise PlanError(f"plan lists level(s) {duplicates} more than once")
     known = set(names)

@@ -277,3 +277,25 @@ backend local(max_staleness = 3)
 def test_unknown_backend_option():
     with pytest.raises(ChronosError, match="unknown backend option 'max_stalenes' \\(did you mean 'max_staleness'\\?\\)"):
         compile_text(two_levels() + "backend local(max_stalenes = 3)\n")
+
+
+def test_trace_reads_on_edges():
+    plan = compile_text(two_levels())
+    edge = plan.edge("top", "bottom")
+    assert edge.objective_reads == ["top.x"]
+    assert "objective of 'bottom' reads top.x" in edge.dependencies
+    assert "traced: " in explain(plan)
+
+
+def test_ignored_upper_warns_at_compile():
+    from chronos.compiler.trace import DependencyWarning
+
+    text = two_levels().replace('"tests.toy:reads_upper"(top)', '"tests.toy:quadratic"(top)')
+    with pytest.warns(DependencyWarning, match="bottom"):
+        plan = compile_text(text)
+    assert plan.edge("top", "bottom").objective_reads == []
+
+
+def test_trace_can_be_skipped():
+    plan = compile_text(two_levels(), trace=False)
+    assert plan.edge("top", "bottom").dependencies is None
