@@ -54,9 +54,7 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
     spec.validate_spec()
     spec_dir = [os.path.dirname(os.path.abspath(spec.source))] if spec.source else []
     with search_path(spec_dir):
-        plan, catalog = _compile(spec, memory_budget)
-        if trace:
-            plan = _trace_dependencies(plan, catalog)
+        plan = _compile(spec, memory_budget, trace)
     plan.validate_plan()
     logger.info(
         "compiled problem '%s': %d level(s), %d edge(s) in %.3f s",
@@ -68,20 +66,38 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
     return plan
 
 
-def _trace_dependencies(plan: Plan, catalog) -> Plan:
-    from chronos.compiler.trace import check_reads, objective_reads, trace_plan
+def _trace_levels(levels: dict[str, LevelPlan], catalog, timescales, spec: ProblemSpec):
+    """Trace every objective; return the levels with ``objective_bytes`` set, and the results."""
+    from chronos.compiler.trace import trace_plan
 
     data = {name: catalog.load(name) for name in catalog.names()}
-    results = trace_plan(plan, data)
+    provisional = Plan(
+        problem=spec.name,
+        levels=list(levels.values()),
+        macro_steps=timescales.macro_steps,
+        ticks_per_macro_step=timescales.ticks_per_macro_step,
+    )
+    results = trace_plan(provisional, data)
+    traced = {
+        name: level.model_copy(update={"objective_bytes": results[name].forward_bytes})
+        for name, level in levels.items()
+    }
+    return traced, results
+
+
+def _attach_reads(plan: Plan, results) -> Plan:
+    """Store what each edge's objectives read, warn about unused edges, and add the notes."""
+    from chronos.compiler.trace import check_reads, objective_reads
+
     notes = check_reads(plan, results)
     edges = [
         edge.model_copy(update={"objective_reads": objective_reads(results[edge.lower], edge.upper), "dependencies": note})
         for edge, note in zip(plan.edges, notes)
     ]
-    return plan.model_copy(update={"edges": edges, "data": catalog.plans()})
+    return plan.model_copy(update={"edges": edges})
 
 
-def _compile(spec: ProblemSpec, memory_budget: Optional[int]):
+def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Plan:
     graph = build_level_graph(spec)
     catalog = resolve_data(spec)
     timescales = assign_timescales(graph)
@@ -96,6 +112,10 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int]):
             lowers=sorted(graph.successors(level.name)),
             period=timescales.periods[level.name],
         )
+    results = None
+    if trace:
+        # Before choosing methods: the traced objective sizes enter the memory estimate.
+        levels, results = _trace_levels(levels, catalog, timescales, spec)
     reads = _optimizer_reads(spec, graph, levels)
     budget = memory_budget or int(spec.backend.options.get("memory_budget", 0)) or default_memory_budget()
     edges = [
@@ -121,7 +141,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int]):
         backend=BackendPlan(name=spec.backend.name, options=dict(spec.backend.options)),
         report=spec.report,
     )
-    return plan, catalog
+    return plan if results is None else _attach_reads(plan, results)
 
 
 def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePlan:

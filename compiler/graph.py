@@ -118,9 +118,9 @@ def validate_graph(graph: nx.DiGraph) -> None:
             )
     for name in graph.nodes:
         spec: LevelSpec = graph.nodes[name]["spec"]
-        # Levels above or below ``name``, computed only when an argument is not
-        # a direct upper or lower level: a search per level would make the
-        # check quadratic in the depth of the graph.
+        # Levels above or below ``name``, searched only for an argument that is
+        # not a direct upper or lower level. A search from every level would
+        # cost levels x depth steps, which is quadratic on a chain.
         related: set[str] | None = None
         for other in _level_args(spec, graph):
             if other == name:

@@ -94,6 +94,9 @@ class LossPlan(_PlanNode):
 
 
 class LevelPlan(_PlanNode):
+    """One level. ``objective_bytes`` is the size of the tensors one evaluation of its
+    objective creates, from the torch.fx trace (None when not traced)."""
+
     name: str
     variables: list[VariablePlan] = Field(default_factory=list)
     module: Optional[str] = None
@@ -105,6 +108,7 @@ class LevelPlan(_PlanNode):
     warm_start: bool = False
     uppers: list[str] = Field(default_factory=list)
     lowers: list[str] = Field(default_factory=list)
+    objective_bytes: Optional[int] = None
     source: Optional[SourceSpan] = None
 
     def state_bytes(self) -> int:

@@ -7,6 +7,7 @@ from the repository root the way ``python -m`` would.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -92,7 +93,7 @@ def check_arity(
     if not callable(function):
         raise CompileError(f"\"{ref}\" is not callable", location=location)
     try:
-        signature = inspect.signature(function)
+        signature = _signature(function)
     except (TypeError, ValueError):
         return  # builtins and C functions: nothing to check before the call
     try:
@@ -103,3 +104,20 @@ def check_arity(
             location=location,
             hint="make the function take exactly these arguments, in this order",
         ) from None
+
+
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    # A large spec checks the same few functions once per level, and
+    # inspect.signature costs tens of microseconds a call.
+    try:
+        hash(function)
+    except TypeError:
+        return inspect.signature(function)
+    return _cached_signature(function)
+
+
+# NOTE: a function whose __signature__, __wrapped__ or __code__ is replaced
+# after its first check keeps the signature seen first.
+@functools.lru_cache(maxsize=1024)
+def _cached_signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)

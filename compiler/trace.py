@@ -33,6 +33,8 @@ separately, as ``EdgePlan.optimizer_reads``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import logging
 import os
@@ -102,7 +104,9 @@ class TraceResult:
     and ``own_reads`` contains the level's own. When ``traced`` is False,
     both contain every declared variable of those levels, and ``reason``
     gives why tracing failed or was skipped, with the objective's
-    ``file:line`` when the failure happened inside it.
+    ``file:line`` when the failure happened inside it. ``forward_bytes`` is
+    the size of the tensors one evaluation of the objective creates (views
+    excluded), from the traced graph; None when not traced.
     """
 
     level: str
@@ -110,6 +114,7 @@ class TraceResult:
     own_reads: frozenset[str]
     traced: bool
     reason: Optional[str] = None
+    forward_bytes: Optional[int] = None
 
 
 @dataclass
@@ -195,6 +200,7 @@ def _trace_memoized(
         own_reads=frozenset(_rename(name, renamed) for name in cached.own_reads),
         traced=cached.traced,
         reason=cached.reason,
+        forward_bytes=cached.forward_bytes,
     )
 
 
@@ -241,7 +247,7 @@ def _trace(
         return _fallback(level, keys, reason)
     reached = _nodes_reaching_output(graph)
     read = [key for key, node in zip(keys, placeholders) if node in reached]
-    result = _result(level, read, traced=True)
+    result = dataclasses.replace(_result(level, read, traced=True), forward_bytes=_forward_bytes(graph))
     logger.debug("objective of level '%s' reads %s", level.name, sorted(result.reads | result.own_reads))
     return result
 
@@ -338,6 +344,18 @@ def _trace_graph(call: Callable[..., Any], flat: list[torch.Tensor]) -> fx.Graph
     if any(_mutates(node) for node in graph.nodes):
         graph = make_fx(functionalize(call))(*flat).graph
     return graph
+
+
+def _forward_bytes(graph: fx.Graph) -> int:
+    """Sum the bytes of the tensors that the graph's operations create; views share storage and count 0."""
+    total = 0
+    for node in graph.nodes:
+        if node.op != "call_function" or getattr(node.target, "is_view", False):
+            continue
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+    return total
 
 
 def _mutates(node: fx.Node) -> bool:
