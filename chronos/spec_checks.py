@@ -122,6 +122,10 @@ class _Checker:
         self.spec = spec
         self.levels = {level.name: level for level in spec.levels}
         self.data = [data.name for data in spec.data]
+        # Loss arguments may name any level or data set. The list keeps the
+        # order for "did you mean"; the set makes each lookup O(1).
+        self.scope = list(self.levels) + self.data
+        self.scope_names = set(self.scope)
 
     # Errors.
 
@@ -288,7 +292,6 @@ class _Checker:
                 hint='add loss = "package.module:function"(upper_level, data), called as function(level, *args)',
             )
         self.check_ref(loss.ref, "loss", loss.span, level)
-        scope = list(self.levels) + self.data
         for argument in loss.args:
             if argument.name == level.name:
                 raise self.error(
@@ -297,10 +300,10 @@ class _Checker:
                     level,
                     hint="the level is passed first on its own; list only other levels and data",
                 )
-            if argument.name not in scope:
+            if argument.name not in self.scope_names:
                 raise self.error(
                     f"unknown level or data '{argument.name}' in the loss arguments"
-                    f"{did_you_mean(argument.name, scope)}",
+                    f"{did_you_mean(argument.name, self.scope)}",
                     argument.span,
                     level,
                 )
