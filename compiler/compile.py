@@ -21,6 +21,7 @@ from chronos.compiler.plan import BackendPlan, EdgePlan, LevelPlan, MethodPlan, 
 from chronos.compiler.resolve import import_ref, search_path
 from chronos.compiler.timescales import assign_timescales
 from chronos.errors import CompileError
+from chronos.gc_pause import collector_paused
 from chronos.spec import ProblemSpec
 
 __all__ = ["compile_file", "compile_spec"]
@@ -34,7 +35,8 @@ def compile_file(path: Union[str, Path], *, memory_budget: Optional[int] = None,
     """Parse the ``.chronos`` file at ``path`` and compile it to a Plan."""
     from chronos.dsl import parse_file
 
-    return compile_spec(parse_file(path), memory_budget=memory_budget, trace=trace)
+    # compile_spec runs the spec checks, so parsing skips them.
+    return compile_spec(parse_file(path, check=False), memory_budget=memory_budget, trace=trace)
 
 
 def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trace: bool = True) -> Plan:
@@ -53,7 +55,7 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
     started = time.perf_counter()
     spec.validate_spec()
     spec_dir = [os.path.dirname(os.path.abspath(spec.source))] if spec.source else []
-    with search_path(spec_dir):
+    with search_path(spec_dir), collector_paused():
         plan = _compile(spec, memory_budget, trace)
     plan.validate_plan()
     logger.info(
@@ -118,8 +120,9 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
         levels, results = _trace_levels(levels, catalog, timescales, spec)
     reads = _optimizer_reads(spec, graph, levels)
     budget = memory_budget or int(spec.backend.options.get("memory_budget", 0)) or default_memory_budget()
+    estimates: dict[str, int] = {}
     edges = [
-        _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget)
+        _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget, estimates)
         for upper, lower in graph.edges
     ]
     _check_staleness_paths(spec, graph, edges)
@@ -144,7 +147,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
     return plan if results is None else _attach_reads(plan, results)
 
 
-def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePlan:
+def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget, estimates) -> EdgePlan:
     lower_spec = graph.nodes[lower]["spec"]
     staleness = lower_spec.staleness
     if staleness is None:
@@ -173,6 +176,7 @@ def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget) -> EdgePla
         staleness,
         span or lower_spec.span,
         levels,
+        estimates,
     )
 
 

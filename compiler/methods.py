@@ -53,18 +53,29 @@ def default_memory_budget() -> int:
 
 
 def estimate_unrolled_bytes(
-    lower: LevelPlan, steps: Optional[int] = None, levels: Optional[Mapping[str, LevelPlan]] = None
+    lower: LevelPlan,
+    steps: Optional[int] = None,
+    levels: Optional[Mapping[str, LevelPlan]] = None,
+    cache: Optional[dict[str, int]] = None,
 ) -> int:
     """Estimate the bytes that unrolling ``steps`` (default all) steps of ``lower`` keeps alive.
 
     With ``levels`` given, each step of ``lower`` also keeps the unrolled
-    solves of the levels below it, so the estimate multiplies down the tree.
+    solves of the levels timed under it, so the estimate multiplies down the
+    tree. ``cache`` (level name -> full-unroll estimate) makes one compile
+    linear in the number of levels, chains included.
     """
+    if cache is not None and steps is None and lower.name in cache:
+        return cache[lower.name]
     slots = OPTIMIZER_SLOTS.get(lower.optimizer.name, 2)
     per_step = lower.state_bytes() * (2 + slots) + (lower.objective_bytes or 0)
     if levels is not None:
-        per_step += sum(estimate_unrolled_bytes(levels[child], levels=levels) for child in lower.lowers)
-    return (lower.steps if steps is None else steps) * per_step
+        timed_under = [child for child in lower.lowers if levels[child].per == lower.name]
+        per_step += sum(estimate_unrolled_bytes(levels[child], levels=levels, cache=cache) for child in timed_under)
+    total = (lower.steps if steps is None else steps) * per_step
+    if cache is not None and steps is None:
+        cache[lower.name] = total
+    return total
 
 
 def choose_method(
@@ -76,6 +87,7 @@ def choose_method(
     staleness: int,
     source: Optional[SourceSpan],
     levels: Optional[Mapping[str, LevelPlan]] = None,
+    estimates: Optional[dict[str, int]] = None,
 ) -> EdgePlan:
     """Resolve the method of edge ``upper -> lower`` and return the edge with its reason.
 
@@ -84,7 +96,7 @@ def choose_method(
     lower levels; nested edges are always unrolled.
     """
     requested = requested or HypergradientSpec()
-    unrolled_bytes = estimate_unrolled_bytes(lower, levels=levels)
+    unrolled_bytes = estimate_unrolled_bytes(lower, levels=levels, cache=estimates)
     nested = levels is not None and (bool(levels[upper].uppers) or bool(lower.lowers))
     if nested:
         method, reason = _nested(upper, lower, requested, unrolled_bytes, memory_budget, source)

@@ -460,10 +460,14 @@ def check_reads(plan: Plan, results: Mapping[str, TraceResult]) -> list[str]:
     undeclared-read error to check for here.
     """
     levels = {level.name: level for level in plan.levels}
+    timed_under: dict[str, list[str]] = {}
+    for level in plan.levels:
+        if level.per is not None:
+            timed_under.setdefault(level.per, []).append(level.name)
     notes = []
     for edge in plan.edges:
         upper = levels[edge.upper]
-        names = [edge.lower] if edge.kind == "reads" else _subtree(plan, edge.lower)
+        names = [edge.lower] if edge.kind == "reads" else _subtree(timed_under, edge.lower)
         readers = [levels[name] for name in names]
         if not any(_reads_of(results.get(reader.name), reader, upper) for reader in readers):
             _warn_lower_side(edge, upper, readers)
@@ -478,11 +482,11 @@ def objective_reads(result: TraceResult, upper: str) -> list[str]:
     return sorted(name for name in result.reads if name.startswith(f"{upper}."))
 
 
-def _subtree(plan: Plan, name: str) -> list[str]:
+def _subtree(timed_under: Mapping[str, list[str]], name: str) -> list[str]:
     """Return ``name`` and every level timed under it through ``per``, nearest first."""
     names = [name]
     for current in names:
-        names.extend(level.name for level in plan.levels if level.per == current)
+        names.extend(timed_under.get(current, ()))
     return names
 
 

@@ -9,13 +9,11 @@ does not make sense. Lark's own exceptions never reach the caller.
 from __future__ import annotations
 
 import functools
-import gc
 import importlib.resources
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
@@ -24,6 +22,8 @@ from chronos.errors import Location, SpecError
 from chronos.spec import ProblemSpec
 
 from .build import SpecBuilder
+from chronos.gc_pause import collector_paused
+
 from .source import SourceText
 from .syntax_errors import syntax_error
 
@@ -54,7 +54,7 @@ def parse(text: str, file: str = "<string>", *, check: bool = True) -> ProblemSp
         SpecError: the text parses, but an entry or value is invalid.
     """
     source = SourceText(file, text)
-    with _collector_paused():
+    with collector_paused():
         spec = SpecBuilder(source).build(_parse_tree(source))
     logger.debug("parsed %s: %d levels, %d data sets", file, len(spec.levels), len(spec.data))
     if check:
@@ -85,26 +85,6 @@ def parse_file(path: Union[str, os.PathLike[str]], *, check: bool = True) -> Pro
             hint="save the file as UTF-8",
         ) from None
     return parse(text, file, check=check)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Turn off Python's cyclic garbage collector for the block, unless it is off already.
-
-    Parsing allocates a parse tree and spec nodes that stay alive and form no
-    reference cycles. With the collector on, each full collection rescans
-    every live object (over 150,000 once torch is imported), and a spec of
-    10,000 levels triggers several, which took about half of its parse time.
-    Cycles created in the block are collected by the next collection after it.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _parse_tree(source: SourceText) -> Tree:
