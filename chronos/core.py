@@ -136,20 +136,18 @@ def _grad_or_zeros(
 ) -> Params:
     """Differentiate ``loss`` with respect to ``params``; variables with no path get zeros."""
     keys = [k for k in params if params[k].requires_grad]
-    grads: Params = {k: torch.zeros_like(p) for k, p in params.items()}
-    if not keys or not loss.requires_grad:
-        return grads
-    found = torch.autograd.grad(
-        loss,
-        [params[k] for k in keys],
-        create_graph=create_graph,
-        retain_graph=retain_graph,
-        allow_unused=True,
-    )
-    for key, grad in zip(keys, found):
-        if grad is not None:
-            grads[key] = grad
-    return grads
+    found: dict[str, Optional[Tensor]] = {}
+    if keys and loss.requires_grad:
+        grads = torch.autograd.grad(
+            loss,
+            [params[k] for k in keys],
+            create_graph=create_graph,
+            retain_graph=retain_graph,
+            allow_unused=True,
+        )
+        found = dict(zip(keys, grads))
+    # Zeros only where no gradient came back, to spare an allocation per variable and step.
+    return {k: found[k] if found.get(k) is not None else torch.zeros_like(p) for k, p in params.items()}
 
 
 def _as_leaves(params: Mapping[str, Tensor]) -> Params:
@@ -266,12 +264,15 @@ class InnerProblem:
         stream = _BatchStream(data_loader, self.name)
         losses: list[float] = []
         batch: Any = None
+        # The outer variables do not change during a solve: detach them once for the untracked steps.
+        detached_outer = _detach_tree(dict(outer_params)) if first_tracked > 0 else {}
+        detached_hyper = _detach_tree(dict(hyper)) if first_tracked > 0 else {}
         for step in tqdm(range(num_steps), desc=self.name, disable=not progress, leave=False):
             batch = stream.get(step)
             if step >= first_tracked:
                 params, state, loss = self._tracked_step(params, state, outer_params, hyper, batch)
             else:
-                params, state, loss = self._detached_step(params, state, outer_params, hyper, batch)
+                params, state, loss = self._detached_step(params, state, detached_outer, detached_hyper, batch)
             losses.append(self._check_finite(loss, step))
         if track_last == 0:
             params = _detach_tree(params)
@@ -330,18 +331,17 @@ class InnerProblem:
         self,
         params: Params,
         state: OptimizerState,
-        outer_params: Mapping[str, Tensor],
-        hyper: Mapping[str, Any],
+        detached_outer: Mapping[str, Tensor],
+        detached_hyper: Mapping[str, Any],
         batch: Any,
     ) -> tuple[Params, OptimizerState, Tensor]:
+        """One step with no graph kept; ``detached_outer`` and ``detached_hyper`` carry no graph."""
         with torch.enable_grad():
             leaves = _as_leaves(params)
-            loss = self.evaluate(leaves, _detach_tree(dict(outer_params)), batch)
+            loss = self.evaluate(leaves, detached_outer, batch)
             grads = _grad_or_zeros(loss, leaves, create_graph=False)
         with torch.no_grad():
-            new_params, new_state = self.optimizer.update(
-                _detach_tree(params), grads, state, _detach_tree(dict(hyper))
-            )
+            new_params, new_state = self.optimizer.update(_detach_tree(params), grads, state, detached_hyper)
         return new_params, new_state, loss
 
 
