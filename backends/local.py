@@ -44,6 +44,8 @@ def make_method(edge: EdgePlan, outer: OuterOptimizer) -> HypergradientMethod:
         kwargs["tol"] = method.tol
     if method.alpha is not None:
         kwargs["alpha"] = method.alpha
+    if method.damping is not None:
+        kwargs["damping"] = method.damping
     return ImplicitDifferentiation(outer, **kwargs)
 
 

@@ -109,7 +109,8 @@ def _check_curvature(curvature: float, iteration: int) -> None:
             f"curvature p^T H p = {curvature:.3e} <= 0 at iteration {iteration + 1}",
             hint=(
                 "the inner solution is not a strict local minimum; train the inner level longer, "
-                "add weight decay to the inner objective, or use unrolled differentiation"
+                "add damping (implicit(cg, damping = 0.1) solves (H + 0.1 I) v = g), "
+                "or use unrolled differentiation"
             ),
         )
 

@@ -180,6 +180,12 @@ class ImplicitDifferentiation(HypergradientMethod):
     detached final params. Memory therefore does not grow with the number of
     inner steps. Solve with ``track_last=0``, this method's ``track_last``.
 
+    ``damping`` :math:`\delta \ge 0` replaces :math:`H` by :math:`H + \delta I`.
+    It makes an indefinite or ill-conditioned Hessian (a nonconvex inner
+    problem, an inner solve that stopped early) solvable by conjugate gradient,
+    at the cost of a hypergradient biased towards :math:`\partial g / \partial \theta`
+    scaled by :math:`1 / \delta` as :math:`\delta` grows.
+
     The inner optimizer's weight decay :math:`\mu` moves its fixed point to
     :math:`\nabla_\theta f + \mu \theta = 0`, so :math:`H` includes
     :math:`\mu I`. Outer variables read only by the inner optimizer
@@ -202,6 +208,7 @@ class ImplicitDifferentiation(HypergradientMethod):
         iters: int = 20,
         tol: float = 1e-10,
         alpha: Optional[float] = None,
+        damping: float = 0.0,
     ) -> None:
         super().__init__(outer)
         if solver not in self._SOLVERS:
@@ -216,6 +223,9 @@ class ImplicitDifferentiation(HypergradientMethod):
         self.iters = iters
         self.tol = float(tol)
         self.alpha = None if alpha is None else float(alpha)
+        if isinstance(damping, bool) or not (isinstance(damping, (int, float)) and damping >= 0):
+            raise SpecError(f"implicit(damping=...) must be a number >= 0, got {damping!r}")
+        self.damping = float(damping)
 
     def _compute_one(self, trajectory: Trajectory, inner_problem: InnerProblem) -> Params:
         if trajectory.num_steps == 0:
@@ -234,7 +244,7 @@ class ImplicitDifferentiation(HypergradientMethod):
                 gradient_norm = math.sqrt(sum(float((d.detach() ** 2).sum()) for d in df_theta.values()))
                 logger.debug("level %s: inner gradient norm %.3e at the implicit point", inner_problem.name, gradient_norm)
             decay = _weight_decay(inner_problem, trajectory)
-            hvp = _make_hvp(df_theta, theta, decay)
+            hvp = _make_hvp(df_theta, theta, decay + self.damping)
             v = self._solve(hvp, dg_theta, inner_problem.name)
             mixed = _mixed_product(df_theta, variables, v)
         return {k: dg_lambda[i] - mixed[i] for i, k in enumerate(variables)}

@@ -52,7 +52,7 @@ OPTIMIZER_KEYWORDS = {
 HYPERGRADIENT_OPTIONS = {
     "auto": (),
     "unrolled": ("last",),
-    "implicit": ("solver", "iters", "tol", "alpha"),
+    "implicit": ("solver", "iters", "tol", "alpha", "damping"),
     "finite_difference": ("eps",),
 }
 
@@ -416,6 +416,8 @@ class _Checker:
             return
         if key in ("last", "iters"):
             valid, description = _is_int(value) and value > 0, "a positive integer"
+        elif key == "damping":
+            valid, description = _is_number(value) and value >= 0, "a non-negative number"
         else:
             valid, description = _is_number(value) and value > 0, "a positive number"
         if not valid:

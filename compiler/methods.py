@@ -197,6 +197,7 @@ def _explicit(upper, lower: LevelPlan, requested: HypergradientSpec, optimizer_r
             iters=int(options.get("iters", DEFAULT_CG_ITERS)),
             tol=float(options.get("tol", DEFAULT_TOL)),
             alpha=None if alpha is None else float(alpha),
+            damping=float(options["damping"]) if "damping" in options else None,
         ), "requested in the spec"
     raise CompileError(
         f"hypergradient method '{requested.method}' is not supported yet by the compiler",

@@ -129,11 +129,13 @@ class MethodPlan(_PlanNode):
     iters: Optional[int] = None
     tol: Optional[float] = None
     alpha: Optional[float] = None
+    damping: Optional[float] = None
 
     def describe(self) -> str:
         if self.name == "unrolled":
             return "unrolled" if self.last is None else f"unrolled(last = {self.last})"
         extra = f", alpha = {self.alpha}" if self.alpha is not None else ""
+        extra += f", damping = {self.damping}" if self.damping else ""
         return f"implicit({self.solver}, iters = {self.iters}{extra})"
 
 

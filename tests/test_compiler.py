@@ -303,3 +303,10 @@ def test_ignored_upper_warns_at_compile():
 def test_trace_can_be_skipped():
     plan = compile_text(two_levels(), trace=False)
     assert plan.edge("top", "bottom").dependencies is None
+
+
+def test_implicit_damping_recorded():
+    plan = compile_text(two_levels(lower_extra="hypergradient = implicit(cg, iters = 7, damping = 0.1)"))
+    method = plan.edge("top", "bottom").method
+    assert method.damping == 0.1
+    assert "implicit(cg, iters = 7, damping = 0.1)" in explain(plan)

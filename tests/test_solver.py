@@ -280,3 +280,51 @@ def test_compute_rejects_empty_sequence() -> None:
 def test_method_rejects_bad_options(factory, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         factory(SmallProblem().outer())
+
+
+def test_damping_solves_shifted_system():
+    """With damping d, implicit differentiation equals the closed form with H + d I (ridge: lambda + d)."""
+    import itertools
+
+    from chronos.core import InnerProblem, OuterOptimizer
+    from chronos.optim import adam, sgd
+    from chronos.solver import ImplicitDifferentiation
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(12, generator=generator, dtype=torch.float64)
+    xv = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    yv = torch.randn(6, generator=generator, dtype=torch.float64)
+    lam, damping = 0.5, 0.25
+
+    def inner_objective(params, outer_params, data):
+        return 0.5 * (x @ params["w"] - y).pow(2).sum() + 0.5 * outer_params["lam"] * params["w"].pow(2).sum()
+
+    def outer_objective(outer_params, inner_params, data):
+        return 0.5 * (xv @ inner_params["w"] - yv).pow(2).sum()
+
+    hessian = x.T @ x + lam * torch.eye(3, dtype=torch.float64)
+    w_star = torch.linalg.solve(hessian, x.T @ y)
+    g_v = xv.T @ (xv @ w_star - yv)
+    shifted = hessian + damping * torch.eye(3, dtype=torch.float64)
+    expected = -g_v @ torch.linalg.solve(shifted, w_star)
+
+    inner = InnerProblem(inner_objective, sgd(lr=0.02))
+    outer = OuterOptimizer({"lam": torch.tensor(lam, dtype=torch.float64)}, adam(lr=0.1), outer_objective, data=None)
+    method = ImplicitDifferentiation(outer, solver="cg", iters=50, damping=damping)
+    _, trajectory = inner.solve(outer.params, {"w": w_star.clone()}, 1, itertools.repeat(None), track_last=0)
+    # The solve starts at w* and takes one step: the gradient there is ~1e-16,
+    # so the point stays w* to round-off and the damped closed form applies.
+    result = method.compute_hypergradient(trajectory, inner)["lam"]
+    torch.testing.assert_close(result, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_damping_rejects_negative():
+    from chronos.core import OuterOptimizer
+    from chronos.errors import SpecError
+    from chronos.optim import adam
+    from chronos.solver import ImplicitDifferentiation
+
+    outer = OuterOptimizer({"lam": torch.tensor(0.5)}, adam(lr=0.1), lambda o, i, d: o["lam"], data=None)
+    with pytest.raises(SpecError, match="damping"):
+        ImplicitDifferentiation(outer, damping=-1.0)
