@@ -1,4 +1,4 @@
-"""What a run returns: final variables, per-level histories and hypergradient norms."""
+"""The result of a run: final variables, per-level histories and hypergradient norms."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A compiled objective is called as ``loss(own, *args)``. Each level argument is
 a :class:`LevelView`: ``view.logits`` is the tensor variable ``logits``,
 ``view(x)`` runs the level's module on ``x`` with the view's variables
 (``torch.func.functional_call``), and ``view.params`` is the dict of trainable
-variables. Views are rebuilt for every call, so an objective sees exactly the
+variables. Views are rebuilt for every call, so an objective receives exactly the
 tensors the hypergradient is taken through.
 """
 

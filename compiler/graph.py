@@ -6,8 +6,8 @@ optimizer reads a level further above it (not its ``per`` level) gets one more
 upper level: an edge of kind ``"reads"``. So a level may have several upper
 levels and several lower levels, and the graph is a DAG, not only a tree.
 
-Node attribute ``spec`` holds the :class:`~chronos.spec.LevelSpec`; edge
-attribute ``spec`` holds the lower level's spec and ``kind`` the edge kind.
+Node attribute ``spec`` is the :class:`~chronos.spec.LevelSpec`; edge
+attribute ``spec`` is the lower level's spec and ``kind`` the edge kind.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Rules, in order, for ``hypergradient = auto``:
 
 1. The lower level's optimizer reads upper variables (a learning rate, a
-   momentum): ``unrolled``. Implicit differentiation only sees the stationary
-   point, which does not depend on the optimizer, so it gives those variables
-   exactly zero.
+   momentum): ``unrolled``. Implicit differentiation depends only on the
+   stationary point, which the optimizer does not move, so it gives those
+   variables exactly zero.
 2. Full unrolling fits the memory budget: ``unrolled``.
 3. Otherwise: ``implicit`` with conjugate gradient, whose memory does not grow
    with the number of inner steps.
@@ -45,7 +45,7 @@ DEFAULT_TOL = 1e-10
 
 
 def default_memory_budget() -> int:
-    """A quarter of the machine's physical memory in bytes, or 1 GiB where it cannot be read."""
+    """Return a quarter of the machine's physical memory in bytes, or 1 GiB where it cannot be read."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (ValueError, OSError, AttributeError):

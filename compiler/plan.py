@@ -51,7 +51,7 @@ class DataPlan(_PlanNode):
 
 
 class InitPlan(_PlanNode):
-    """How a ``param`` variable starts: ``zeros``, ``ones``, ``randn`` or ``full`` with ``value``."""
+    """Initializer of a ``param`` variable: ``zeros``, ``ones``, ``randn`` or ``full`` with ``value``."""
 
     kind: Literal["zeros", "ones", "full", "randn"]
     value: Optional[float] = None
