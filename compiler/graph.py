@@ -98,9 +98,9 @@ def _reject_cycles(graph: nx.DiGraph) -> None:
 def validate_graph(graph: nx.DiGraph) -> None:
     """Check the graph's invariants; raise CompileError naming the level or edge.
 
-    Invariants: acyclic; every upper level's objective reads each of its lower
-    levels or a level below that one; objectives read only levels above or below them; no level stands
-    alone in a problem of several levels.
+    Invariants: the graph is acyclic. Every upper level's objective reads each
+    of its lower levels or a level below that one. Objectives read only levels
+    above or below them. In a problem of several levels, every level is linked.
     """
     if not nx.is_directed_acyclic_graph(graph):
         _reject_cycles(graph)
