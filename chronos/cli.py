@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from chronos.errors import BackendError, ChronosError
+from chronos.errors import BackendError, ChronosError, CompileError, PlanError
 
 __all__ = ["main"]
 
@@ -68,17 +68,57 @@ def _dispatch(args: argparse.Namespace) -> int:
     from chronos.compiler.explain import explain, render_graph
 
     if args.command == "compile":
+        if args.memory_budget is not None and args.memory_budget < 1:
+            raise CompileError(f"--memory-budget must be a positive number of bytes, got {args.memory_budget}")
+        _check_writable_file(args.output, "plan file")
         plan = compile_file(args.spec, memory_budget=args.memory_budget)
-        path = plan.save(args.output)
+        path = _write(lambda: plan.save(args.output), args.output, "plan file")
         print(f"wrote plan for problem '{plan.problem}' to {path}")
         return 0
     if args.command == "explain":
+        if args.graph and Path(args.graph).suffix not in (".png", ".dot"):
+            raise PlanError(f"cannot render the level graph to '{args.graph}': use a .dot or .png file name")
         plan = load_plan(args.source)
         print(explain(plan), end="")
         if args.graph:
-            print(f"wrote level graph to {render_graph(plan, args.graph)}")
+            path = _write(lambda: render_graph(plan, args.graph), args.graph, "graph file")
+            print(f"wrote level graph to {path}")
         return 0
     return _run(args)
+
+
+def _check_writable_file(path: str, what: str) -> None:
+    """Raise before any work if ``path`` is a directory or its directory cannot be created."""
+    target = Path(path)
+    if target.is_dir():
+        raise ChronosError(f"{what} '{path}' is a directory", hint="give a file name, for example plan.json")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ChronosError(f"cannot create the directory of {what} '{path}': {error.strerror or error}") from error
+
+
+def _check_output_directory(path: str) -> Path:
+    """Create the output directory before the run, so that a bad path fails in a second, not after the run."""
+    output = Path(path)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".chronos-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ChronosError(
+            f"output directory '{path}' is not writable: {error.strerror or error}",
+            hint="choose a directory you can write to",
+        ) from error
+    return output
+
+
+def _write(write, path: str, what: str):
+    try:
+        return write()
+    except OSError as error:
+        raise ChronosError(f"cannot write {what} '{path}': {error.strerror or error}") from error
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,11 +131,15 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.resume and args.checkpoint is None:
+        raise BackendError("--resume needs --checkpoint FILE", hint="name the checkpoint file to resume from")
+    output = _check_output_directory(args.output) if args.output else None
+    if args.checkpoint is not None:
+        _check_writable_file(args.checkpoint, "checkpoint file")
     plan = load_plan(args.source)
     directories = [os.path.dirname(os.path.abspath(plan.source))] if plan.source else []
     with search_path(directories):
-        if args.resume and args.checkpoint is None:
-            raise BackendError("--resume needs --checkpoint FILE", hint="name the checkpoint file to resume from")
+        report = import_ref(plan.report, what="report") if plan.report is not None else None
         result = run(
             plan,
             progress=not args.no_progress,
@@ -103,16 +147,27 @@ def _run(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             resume=args.resume,
         )
-        output = Path(args.output) if args.output else None
+        for level, values in result.history.items():
+            if values:
+                print(f"{level}: final objective {values[-1]:.6g} after {result.versions.get(level, 0)} update(s)")
         if output is not None:
-            print(f"wrote run summary to {result.save_summary(output / 'result.json')}")
-        if plan.report is not None:
-            report = import_ref(plan.report, what="report")
-            report(result, output)
-    for level, values in result.history.items():
-        if values:
-            print(f"{level}: final objective {values[-1]:.6g} after {result.versions.get(level, 0)} update(s)")
+            summary = _write(lambda: result.save_summary(output / "result.json"), str(output / "result.json"), "run summary")
+            print(f"wrote run summary to {summary}")
+        if report is not None:
+            _call_report(report, plan.report, result, output)
     return 0
+
+
+def _call_report(report, ref: str, result, output) -> None:
+    try:
+        report(result, output)
+    except ChronosError:
+        raise
+    except Exception as error:
+        raise BackendError(
+            f"report function \"{ref}\" raised {type(error).__name__}: {error}",
+            hint="the run itself finished; its summary is printed above",
+        ) from error
 
 
 if __name__ == "__main__":

@@ -147,9 +147,20 @@ def neumann_series(hvp: HVP, b: list[Tensor], *, iters: int, alpha: float) -> li
     allowance = 1.0 + math.sqrt(torch.finfo(b[0].dtype).eps)
     for k in range(1, iters + 1):
         hterm = hvp(term)
+        last = term
         term = _axpy(-alpha, hterm, term)
         size = _norm(term)
         if not math.isfinite(size) or size > allowance * previous:
+            curvature = _growth_curvature(hvp, last, alpha)
+            if math.isfinite(curvature) and curvature < 0.0:
+                raise HypergradientError(
+                    f"the inner Hessian is not positive definite: the Neumann series grew along a "
+                    f"direction of negative curvature (v^T H v / v^T v = {curvature:.3e}) at term {k}",
+                    hint=(
+                        "a smaller alpha does not help; add damping (implicit(neumann, damping = 0.1)), "
+                        "train the inner level longer, or use unrolled differentiation"
+                    ),
+                )
             _raise_divergence(k, size / previous if previous > 0 else math.inf, alpha)
         total = [s + t for s, t in zip(total, term)]
         previous = size
@@ -157,6 +168,27 @@ def neumann_series(hvp: HVP, b: list[Tensor], *, iters: int, alpha: float) -> li
     if not _all_finite(result):
         _raise_divergence(iters, math.inf, alpha)
     return result
+
+
+def _growth_curvature(hvp: HVP, start: list[Tensor], alpha: float, iters: int = 10) -> float:
+    """Return v^T H v for the direction v that the Neumann terms grow along.
+
+    Repeating v <- (I - alpha H) v with normalization converges to the
+    eigenvector whose factor |1 - alpha lambda| is largest. Negative curvature
+    there means the terms grow because H has a negative eigenvalue, which no
+    alpha can fix; positive curvature means alpha overshoots.
+    """
+    size = _norm(start)
+    if not math.isfinite(size) or size == 0.0:
+        return math.nan
+    v = [t / size for t in start]
+    for _ in range(iters):
+        v = _axpy(-alpha, hvp(v), v)
+        size = _norm(v)
+        if not math.isfinite(size) or size == 0.0:
+            return math.nan
+        v = [t / size for t in v]
+    return _dot(v, hvp(v))
 
 
 def _raise_divergence(iteration: int, growth: float, alpha: float) -> None:

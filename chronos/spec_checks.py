@@ -35,6 +35,10 @@ __all__ = ["HYPERGRADIENT_OPTIONS", "INITIALIZER_KEYWORDS", "OPTIMIZER_KEYWORDS"
 # bfloat16, and seed an integer for randn.
 INITIALIZER_KEYWORDS = ("dtype", "seed")
 
+# Steps beyond this are a typo rather than a plan: a billion inner steps per
+# upper step would run for days, and counts near 2**63 overflow torch and tqdm.
+MAX_STEPS = 10**9
+
 # Backend options and the smallest value each accepts: world_size (processes),
 # max_staleness (versions, summed along any path from a top level down),
 # memory_budget (bytes that unrolled hypergradients may use), timeout (seconds).
@@ -83,6 +87,13 @@ def check_problem_spec(spec: ProblemSpec) -> None:
     and staleness must be zero or more.
     """
     checker = _Checker(spec)
+    if not spec.levels:
+        where = SourceSpan(file=spec.source, line=1, column=1) if spec.source else None
+        raise checker.error(
+            f"problem '{spec.name}' declares no level",
+            where,
+            hint="add a block: level NAME { param ... loss = ... optimizer = ... steps = ... }",
+        )
     checker.check_names()
     if spec.report is not None:
         checker.check_ref(spec.report, "report", spec.report_span)
@@ -258,6 +269,12 @@ class _Checker:
                     level,
                     hint="an initializer takes dtype (float32, float64, float16, bfloat16) and seed",
                 )
+            if key == "seed" and not (isinstance(value, Number) and _is_int(value.value) and 0 <= value.value < 2**63):
+                raise self.error(
+                    f"seed of param '{param.name}' must be an integer from 0 to 2**63 - 1",
+                    value.span or init.span,
+                    level,
+                )
         shape = list(init.args)
         if init.func == "full":
             if not shape or not isinstance(shape[0], Number):
@@ -364,6 +381,13 @@ class _Checker:
             raise self.error("missing 'steps' entry", level.span, level, hint="add steps = 10")
         if not (_is_int(level.steps) and level.steps > 0):
             raise self.error(f"steps must be a positive integer, found {level.steps}", level.steps_span, level)
+        if level.steps > MAX_STEPS:
+            raise self.error(
+                f"steps = {level.steps} is over the limit of {MAX_STEPS:,} steps per upper step",
+                level.steps_span,
+                level,
+                hint="a level this long never finishes one macro step; use fewer steps",
+            )
         if level.per is None:
             return
         if level.per == level.name:

@@ -77,7 +77,7 @@ def test_neumann_raises_above_bound() -> None:
 
 def test_neumann_raises_on_negative_eigenvalue() -> None:
     hvp, _, b = _system([-0.5, 1.0, 2.0, 3.0, 4.0])
-    with pytest.raises(HypergradientError, match="diverges"):
+    with pytest.raises(HypergradientError, match="not positive definite.*negative curvature"):
         neumann_series(hvp, b, iters=300, alpha=0.25)
 
 
@@ -114,3 +114,21 @@ def test_solvers_support_float32(solver: str) -> None:
     assert x[1].dtype == torch.float32
     # float32 keeps about 7 digits; a condition number of 8 costs about one.
     torch.testing.assert_close(_flat(x).double(), torch.linalg.solve(matrix, _flat(b64)), rtol=1e-5, atol=1e-5)
+
+
+def test_neumann_negative_curvature_named():
+    from chronos.errors import HypergradientError
+    from chronos.linalg import neumann_series
+
+    # H = diag(1, -1): the component along the second axis grows as (1 + alpha)^k.
+    hessian = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    with pytest.raises(HypergradientError, match="not positive definite.*negative curvature") as info:
+        neumann_series(lambda v: [hessian @ v[0]], [torch.tensor([1.0, 1.0], dtype=torch.float64)], iters=20, alpha=0.1)
+    assert "smaller alpha does not help" in info.value.hint
+
+
+def test_neumann_overshoot_says_smaller_alpha() -> None:
+    hvp, _, b = _system(SPD)
+    with pytest.raises(HypergradientError, match="diverges.*lambda_max") as info:
+        neumann_series(hvp, b, iters=50, alpha=1.0)
+    assert "smaller alpha" in info.value.hint
