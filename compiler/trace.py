@@ -52,7 +52,7 @@ from torch.func import functionalize
 
 from chronos.compiler.plan import EdgePlan, LevelPlan, Plan
 from chronos.compiler.resolve import import_ref
-from chronos.errors import CompileError
+from chronos.errors import ChronosError, CompileError
 from chronos.views import LevelView
 
 __all__ = [
@@ -238,6 +238,15 @@ def _trace(
     flat = [examples[name].tensors[variable] for name, variable in keys]
     try:
         graph = _trace_graph(call, flat)
+    except ChronosError as error:
+        # A view raised: the objective reads a variable or a module that the
+        # level does not have. Every run would fail the same way, so say it now.
+        raise CompileError(
+            f"objective \"{level.loss.ref}\" of level '{level.name}' failed on example inputs: {error.message}",
+            location=level.source.location() if level.source else None,
+            level=level.name,
+            hint=error.hint,
+        ) from error
     except Exception as error:  # any failure of the user's code or of the tracer
         return _fallback(level, keys, _failure_reason(level, loss, error))
 
@@ -464,6 +473,9 @@ def check_reads(plan: Plan, results: Mapping[str, TraceResult]) -> list[str]:
     for level in plan.levels:
         if level.per is not None:
             timed_under.setdefault(level.per, []).append(level.name)
+    for level in plan.levels:
+        if level.name not in timed_under:
+            _warn_unused_own(level, results.get(level.name))
     notes = []
     for edge in plan.edges:
         upper = levels[edge.upper]
@@ -549,6 +561,23 @@ def _warn_lower_side(edge: EdgePlan, upper: LevelPlan, readers: list[LevelPlan])
     message = (
         f"edge {edge.upper} -> {edge.lower}: {subject} a trainable variable of level '{upper.name}' "
         f"{where}. {consequence}"
+    )
+    warnings.warn(message, DependencyWarning, stacklevel=_caller_stacklevel())
+
+
+def _warn_unused_own(level: LevelPlan, result: Optional[TraceResult]) -> None:
+    """Warn when the traced objective of a bottom level reads none of the level's trainable variables.
+
+    An upper level's variables usually reach its objective only through the
+    levels below it, which the edge checks cover, so only bottom levels count.
+    """
+    own = _trainable(level)
+    if result is None or not result.traced or not own or result.own_reads & set(own):
+        return
+    message = (
+        f"the objective \"{level.loss.ref}\" of level '{level.name}' does not depend on the level's own "
+        f"trainable variables ({', '.join(own)}), so its optimizer cannot move them. To fix, use "
+        "them in the objective."
     )
     warnings.warn(message, DependencyWarning, stacklevel=_caller_stacklevel())
 

@@ -276,3 +276,58 @@ def test_missing_data_rejected():
     plan = compile_spec(parse(text, file="toy.chronos"))
     with pytest.raises(CompileError, match="data set 'points' was not loaded"):
         trace_plan(plan, {})
+
+
+def test_bottom_ignoring_own_variables_warns(monkeypatch):
+    from pathlib import Path
+
+    from chronos.compiler.compile import compile_spec
+    from chronos.compiler.trace import DependencyWarning
+    from chronos.dsl import parse
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    text = """
+problem frozen_bottom
+level top {
+    param x = zeros(3)
+    loss = "tests.toy:reads_lower"(bottom)
+    optimizer = sgd(lr = 0.1)
+    steps = 2
+}
+level bottom {
+    param x = zeros(3)
+    loss = "tests.toy_trace:reads_only_upper"(top)
+    optimizer = sgd(lr = 0.1)
+    steps = 2 per top
+}
+"""
+    with pytest.warns(DependencyWarning, match="does not depend on the level's own trainable variables \\(bottom.x\\)"):
+        compile_spec(parse(text))
+
+
+def test_missing_variable_fails_at_compile(monkeypatch):
+    from pathlib import Path
+
+    from chronos.compiler.compile import compile_spec
+    from chronos.dsl import parse
+    from chronos.errors import CompileError
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    text = """
+problem missing
+level top {
+    param x = zeros(3)
+    loss = "tests.toy:reads_lower"(bottom)
+    optimizer = sgd(lr = 0.1)
+    steps = 2
+}
+level bottom {
+    param w = zeros(3)
+    loss = "tests.toy:reads_upper"(top)
+    optimizer = sgd(lr = 0.1)
+    steps = 2 per top
+}
+"""
+    expected = "failed on example inputs: level 'bottom' has no variable 'x'"
+    with pytest.raises(CompileError, match=expected):
+        compile_spec(parse(text))

@@ -59,3 +59,8 @@ def gradient_penalty(own, upper):
     inner = (own.x * upper.x).pow(2).sum()
     (gradient,) = torch.autograd.grad(inner, own.x, create_graph=True)
     return gradient.pow(2).sum()
+
+
+def reads_only_upper(own, upper):
+    """Reads the upper level only: the level's own variables never matter."""
+    return upper.x.pow(2).sum()
