@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from chronos.compiler.plan import Plan
-from chronos.errors import SpecError
+from chronos.errors import SpecError, did_you_mean
 from chronos.optim import DifferentiableOptimizer, OuterRef
 from chronos.result import RunResult
 from chronos.spec import (
@@ -138,10 +138,21 @@ def _ref(obj: Any, what: str) -> str:
     qualname = getattr(obj, "__qualname__", None)
     if module is None or qualname is None or "<locals>" in qualname or "<lambda>" in qualname:
         raise SpecError(
-            f"{what} {obj!r} cannot be named as 'module:function'",
+            f"{what} {_short(obj)} cannot be named as 'module:function'",
             hint="define it at the top level of an importable module; plans store references, not code",
         )
+    if module == "__main__":
+        raise SpecError(
+            f"{what} {qualname} is defined in the script being run (module '__main__'), which a "
+            "saved plan cannot import later",
+            hint="move it into an importable module and import it from the script",
+        )
     return f"{module}:{qualname}"
+
+
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 80 else f"of type {type(obj).__name__}"
 
 
 def _span(function: Callable[..., Any]) -> Optional[SourceSpan]:
@@ -197,6 +208,8 @@ def level(
         name: the level name; defaults to the function name.
     """
 
+    _check_level_arguments(steps, params, staleness, warm_start)
+
     def decorate(function: Callable[..., Any]) -> LevelDefinition:
         parameters = list(inspect.signature(function).parameters)
         if not parameters:
@@ -226,6 +239,21 @@ def level(
         return LevelDefinition(function, spec, upper)
 
     return decorate
+
+
+def _check_level_arguments(steps: Any, params: Any, staleness: Any, warm_start: Any) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise SpecError(f"steps must be a positive int, got {steps!r}", hint="write steps=100")
+    if staleness is not None and (isinstance(staleness, bool) or not isinstance(staleness, int)):
+        raise SpecError(f"staleness must be an int, got {staleness!r}")
+    if not isinstance(warm_start, bool):
+        raise SpecError(f"warm_start must be True or False, got {warm_start!r}")
+    for name, init in (params or {}).items():
+        if not isinstance(init, Call):
+            raise SpecError(
+                f"param '{name}' must be an initializer such as chronos.zeros(5), got {_short(init)}",
+                hint="initial values come from chronos.zeros, ones, full or randn, so the plan can record them",
+            )
 
 
 def _method(text: str) -> HypergradientSpec:
@@ -279,6 +307,15 @@ def run(source: Union[Plan, str, Path], *, progress: bool = True, **options: Any
     """
     from chronos.backends import get_backend
 
+    unknown = sorted(set(options) - RUN_OPTIONS)
+    if unknown:
+        raise SpecError(
+            f"unknown run option(s) {unknown}{did_you_mean(unknown[0], RUN_OPTIONS)}",
+            hint=f"run options are {', '.join(sorted(RUN_OPTIONS))}",
+        )
     plan = load_plan(source)
     return get_backend(plan.backend.name)(plan, progress=progress, **options)
+
+
+RUN_OPTIONS = {"checkpoint", "checkpoint_every", "resume", "callback"}
 

@@ -54,6 +54,10 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
     """
     started = time.perf_counter()
     spec.validate_spec()
+    if spec.source is not None and spec.source != os.path.abspath(spec.source):
+        # Plans are run later from other directories: record where the spec was.
+        spec = spec.model_copy(update={"source": os.path.abspath(spec.source)})
+    _check_backend(spec)
     spec_dir = [os.path.dirname(os.path.abspath(spec.source))] if spec.source else []
     with search_path(spec_dir), collector_paused():
         plan = _compile(spec, memory_budget, trace)
@@ -66,6 +70,25 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
         time.perf_counter() - started,
     )
     return plan
+
+
+def _check_backend(spec: ProblemSpec) -> None:
+    """Reject, at the spec's backend line, a backend or option this version cannot run."""
+    backend = spec.backend
+    location = backend.span.location() if backend.span else None
+    if backend.name in ("torch", "horovod"):
+        raise CompileError(
+            f"backend '{backend.name}' is not available in this version of Chronos",
+            location=location,
+            hint="use 'backend local'",
+        )
+    ignored = sorted(set(backend.options) & {"world_size", "timeout", "device"})
+    if backend.name == "local" and ignored:
+        raise CompileError(
+            f"the local backend runs in one process on the CPU, so it does not take {', '.join(ignored)}",
+            location=location,
+            hint="remove those options, which apply to distributed backends",
+        )
 
 
 def _trace_levels(levels: dict[str, LevelPlan], catalog, timescales, spec: ProblemSpec):

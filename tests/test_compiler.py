@@ -310,3 +310,22 @@ def test_implicit_damping_recorded():
     method = plan.edge("top", "bottom").method
     assert method.damping == 0.1
     assert "implicit(cg, iters = 7, damping = 0.1)" in explain(plan)
+
+
+def test_unavailable_backend_at_compile():
+    with pytest.raises(CompileError, match="backend 'torch' is not available") as info:
+        compile_text(two_levels() + "backend torch(world_size = 2)\n")
+    assert info.value.location is not None
+
+
+def test_local_backend_rejects_device():
+    with pytest.raises(CompileError, match="does not take device"):
+        compile_text(two_levels() + "backend local(device = cuda)\n")
+
+
+def test_source_recorded_absolute(tmp_path, monkeypatch):
+    (tmp_path / "toy.chronos").write_text(two_levels())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(REPO))
+    plan = compile_file("toy.chronos")
+    assert plan.source == str(tmp_path / "toy.chronos")

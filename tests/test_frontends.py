@@ -73,3 +73,29 @@ def test_objective_needs_own_argument():
 def test_compile_rejects_plain_functions():
     with pytest.raises(SpecError, match="takes @chronos.level functions"):
         chronos.compile([test_compile_rejects_plain_functions])
+
+
+def test_steps_type_checked():
+    with pytest.raises(SpecError, match="steps must be a positive int, got 2.5"):
+        chronos.level(optimizer=chronos.sgd(lr=0.1), steps=2.5)
+
+
+def test_param_must_be_initializer():
+    import torch
+
+    with pytest.raises(SpecError, match="param 'w' must be an initializer"):
+        chronos.level(optimizer=chronos.sgd(lr=0.1), steps=2, params={"w": torch.zeros(5)})
+
+
+def test_main_module_rejected():
+    fake = type(objective)(objective.__code__, {"__name__": "__main__"}, "script_loss")
+    fake.__module__ = "__main__"
+    with pytest.raises(SpecError, match="defined in the script being run"):
+        chronos.level(optimizer=chronos.sgd(lr=0.1), steps=1)(fake)
+
+
+def test_unknown_run_option():
+    from examples import ridge
+
+    with pytest.raises(SpecError, match="unknown run option\\(s\\) \\['checkpont'\\] \\(did you mean 'checkpoint'\\?\\)"):
+        chronos.run(ridge.compile_decorated(), checkpont="x.pt")
