@@ -39,4 +39,24 @@ def load_checkpoint(path: Union[str, Path], plan: Plan) -> MetaState:
     missing = sorted({level.name for level in plan.levels} - set(meta.levels))
     if missing:
         raise BackendError(f"checkpoint {path} has no state for level(s) {missing}")
+    for level in plan.levels:
+        _check_variables(path, level, meta.levels[level.name].params)
+    if not isinstance(meta.extra.get("macro_step"), int) or not isinstance(meta.extra.get("history"), dict):
+        raise BackendError(f"checkpoint {path} lacks the run's progress (macro step and histories)")
     return meta
+
+
+def _check_variables(path, level, params) -> None:
+    """Raise BackendError if the checkpoint's variables of ``level`` differ from the plan's in name, shape or dtype."""
+    for variable in level.variables:
+        if not variable.trainable:
+            continue
+        tensor = params.get(variable.name)
+        if tensor is None:
+            raise BackendError(f"checkpoint {path} has no variable '{variable.name}'", level=level.name)
+        if list(tensor.shape) != variable.shape or str(tensor.dtype).removeprefix("torch.") != variable.dtype:
+            raise BackendError(
+                f"checkpoint {path} holds '{variable.name}' as {tuple(tensor.shape)} {tensor.dtype}, but the "
+                f"plan declares {tuple(variable.shape)} {variable.dtype}",
+                level=level.name,
+            )

@@ -138,7 +138,8 @@ class LocalExecutor(Executor):
             self.method.step(hypergradient)
         self.lower_params = {key: value.detach() for key, value in final.items()}
         self.lower_state = trajectory.final_state
-        self.versions.bump(self.lower)
+        for _ in range(lower.plan.steps):  # one version per update, as the nested executor counts
+            self.versions.bump(self.lower)
         self.versions.bump(self.root)
         self.history[self.lower].append(trajectory.losses[-1] if trajectory.losses else float("nan"))
         self.history[self.root].append(outer_value)

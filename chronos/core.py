@@ -627,8 +627,11 @@ class MetaState:
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temporary, target)
-        except Exception as error:
+        except BaseException as error:
+            # BaseException too: an interrupt during the write must not leave the temporary file.
             Path(temporary).unlink(missing_ok=True)
+            if not isinstance(error, Exception):
+                raise
             raise ChronosError(f"could not write checkpoint {target}: {error}") from error
         logger.info("saved checkpoint %s", target)
 
@@ -646,7 +649,12 @@ class MetaState:
         except FileNotFoundError as error:
             raise ChronosError(f"checkpoint {path} not found") from error
         except Exception as error:
-            raise ChronosError(f"could not read checkpoint {path}: {error}") from error
+            # torch's own message suggests weights_only=False, which is unsafe advice for a
+            # damaged or foreign file: name the failure without it.
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ChronosError(
+                f"could not read checkpoint {path}: it is damaged or not a Chronos checkpoint ({first_line[:200]})"
+            ) from error
         meta = cls()
         meta.load_state_dict(state)
         return meta

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
 from chronos.errors import PlanError
 from chronos.spec import SourceSpan
@@ -55,17 +55,32 @@ class InitPlan(_PlanNode):
 
     kind: Literal["zeros", "ones", "full", "randn"]
     value: Optional[float] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, ge=0, lt=2**63)
+
+    @model_validator(mode="after")
+    def _full_has_value(self) -> "InitPlan":
+        if self.kind == "full" and self.value is None:
+            raise ValueError("a 'full' initializer needs a 'value'")
+        return self
 
 
 class VariablePlan(_PlanNode):
     """One tensor of a level; ``init`` is None for module variables (the module factory sets them)."""
 
     name: str
-    shape: list[int]
+    shape: list[NonNegativeInt]
     dtype: str = "float32"
     trainable: bool = True
     init: Optional[InitPlan] = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        import torch
+
+        if not isinstance(getattr(torch, value, None), torch.dtype):
+            raise ValueError(f"'{value}' is not a torch dtype name such as float32")
+        return value
 
     def numel(self) -> int:
         count = 1

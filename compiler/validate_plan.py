@@ -38,6 +38,19 @@ def check_plan(plan: "Plan") -> None:
         for upper in level.uppers:
             if (upper, level.name) not in edge_pairs:
                 raise PlanError(f"level '{level.name}' lists upper '{upper}' but the plan has no such edge")
+    periods = {level.name: level.period for level in plan.levels}
+    for level in plan.levels:
+        if level.per is not None and level.per in periods and periods[level.per] != level.period * level.steps:
+            raise PlanError(
+                f"level '{level.name}': period {level.period} x steps {level.steps} must equal the period "
+                f"{periods[level.per]} of '{level.per}'",
+                hint="edit the spec and recompile instead of editing steps or periods in the plan",
+            )
+        if level.per is None and level.steps != plan.macro_steps:
+            raise PlanError(
+                f"top level '{level.name}' has steps {level.steps} but the plan has {plan.macro_steps} macro steps",
+                hint="edit the spec and recompile instead of editing the plan",
+            )
     if plan.macro_steps < 1 or plan.ticks_per_macro_step < 1:
         raise PlanError(
             f"macro_steps ({plan.macro_steps}) and ticks_per_macro_step "
@@ -54,8 +67,13 @@ def check_plan(plan: "Plan") -> None:
 
 
 def _check_level(level, known: set[str], data_names: set[str]) -> None:
-    if level.steps < 1:
-        raise PlanError(f"level '{level.name}' has steps {level.steps}; steps must be positive")
+    if not 1 <= level.steps <= 10**9:
+        raise PlanError(f"level '{level.name}' has steps {level.steps}; steps must be from 1 to 1,000,000,000")
+    if level.per is not None and level.per not in level.uppers:
+        raise PlanError(f"level '{level.name}' is timed per '{level.per}', which is not one of its uppers {level.uppers}")
+    names = [variable.name for variable in level.variables]
+    if len(set(names)) != len(names):
+        raise PlanError(f"level '{level.name}' lists a variable twice: {names}")
     if level.period < 1:
         raise PlanError(f"level '{level.name}' has period {level.period}; periods must be positive")
     for other in level.uppers + level.lowers:

@@ -86,3 +86,21 @@ def test_resume_rejects_garbage(tmp_path):
 def test_resume_without_file_starts_fresh(tmp_path):
     result = LocalExecutor(ridge_plan(steps=2)).run(progress=False, checkpoint=tmp_path / "new.ckpt", resume=True)
     assert result.versions["regularizer"] == 2
+
+
+def test_resume_rejects_wrong_shape(tmp_path):
+    from chronos.core import MetaState
+
+    path = tmp_path / "run.ckpt"
+    plan = ridge_plan(steps=2)
+    LocalExecutor(plan).run(progress=False, checkpoint=path)
+    meta = MetaState.load(path)
+    meta.levels["weights"].params["w"] = torch.zeros(7, dtype=torch.float64)
+    meta.save(path)
+    with pytest.raises(BackendError, match="holds 'w' as \\(7,\\) torch.float64, but the plan declares \\(5,\\) float64"):
+        LocalExecutor(plan).run(progress=False, checkpoint=path, resume=True)
+
+
+def test_lower_version_counts_steps():
+    result = LocalExecutor(ridge_plan(steps=2)).run(progress=False)
+    assert result.versions["weights"] == 2 * 200

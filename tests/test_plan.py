@@ -93,3 +93,20 @@ def test_save_leaves_no_partial_file(plan, tmp_path, monkeypatch):
 def test_plan_is_frozen(plan):
     with pytest.raises(Exception, match="frozen"):
         plan.macro_steps = 3
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda raw: raw["levels"][1]["variables"][0].update(dtype="foo"), "'foo' is not a torch dtype"),
+        (lambda raw: raw["levels"][1]["variables"][0].update(shape=[-5]), "greater than or equal to 0"),
+        (lambda raw: raw["levels"][1].update(steps=7), "period 1 x steps 7 must equal the period 200"),
+        (lambda raw: raw["levels"][1].update(per="nosuch"), "timed per 'nosuch'"),
+        (lambda raw: raw["levels"][0]["variables"][0]["init"].update(kind="full"), "needs a 'value'"),
+    ],
+)
+def test_hand_edits_rejected(plan, edit, message):
+    raw = json.loads(plan.to_json())
+    edit(raw)
+    with pytest.raises(PlanError, match=message):
+        Plan.from_json(json.dumps(raw))
