@@ -133,7 +133,15 @@ def _live_level(plan: LevelPlan) -> LiveLevel:
         constants.update({key: value.detach().clone() for key, value in module_constants.items()})
     for variable in plan.variables:
         if variable.init is not None:
-            params[variable.name] = _initial_tensor(variable)
+            try:
+                params[variable.name] = _initial_tensor(variable)
+            except (RuntimeError, MemoryError) as error:
+                raise BackendError(
+                    f"cannot allocate variable '{variable.name}' of shape {tuple(variable.shape)} "
+                    f"{variable.dtype}: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                    level=plan.name,
+                    hint="check the shape in the spec",
+                ) from error
     optimizer = _optimizer(plan)
     loss = import_ref(plan.loss.ref, what="objective")
     return LiveLevel(

@@ -94,6 +94,16 @@ class _BatchStream:
                 level=level,
                 hint="for full-batch training pass itertools.repeat(batch)",
             )
+        if isinstance(source, (tuple, Tensor)) and (
+            isinstance(source, Tensor) or (source and all(isinstance(item, Tensor) for item in source))
+        ):
+            # Iterating (inputs, targets) would give two "batches": inputs, then targets.
+            raise ChronosError(
+                f"the data loader is a {type(source).__name__} of tensors, which would be iterated "
+                "item by item as separate batches",
+                level=level,
+                hint="for full-batch training pass itertools.repeat(batch)",
+            )
 
     def get(self, step: int) -> Any:
         if not hasattr(self._source, "__iter__"):

@@ -66,14 +66,21 @@ def explain(plan: Plan) -> str:
 
 def to_dot(plan: Plan) -> str:
     """Return the level graph in Graphviz DOT, edges labelled with their method."""
-    lines = [f'digraph "{plan.problem}" {{', "  rankdir=TB;", "  node [shape=box];"]
+    lines = [f"digraph {_quote(plan.problem)} {{", "  rankdir=TB;", "  node [shape=box];"]
     for level in plan.levels:
-        lines.append(f'  "{level.name}" [label="{level.name}\\nsteps {level.steps}, period {level.period}"];')
+        # DOT's escape for a line break inside a label is the two characters backslash, n.
+        label = _quote(level.name)[:-1] + f'\\nsteps {level.steps}, period {level.period}"'
+        lines.append(f"  {_quote(level.name)} [label={label}];")
     for edge in plan.edges:
         style = ", style=dashed" if edge.kind == "reads" else ""
-        lines.append(f'  "{edge.upper}" -> "{edge.lower}" [label="{edge.method.describe()}"{style}];')
+        lines.append(f"  {_quote(edge.upper)} -> {_quote(edge.lower)} [label={_quote(edge.method.describe())}{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    """Quote ``text`` as a DOT identifier: backslashes and double quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_graph(plan: Plan, path: Union[str, Path]) -> Path:

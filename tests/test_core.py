@@ -228,3 +228,13 @@ def test_solve_detaches_init_state() -> None:
     assert first.final_state["momentum"]["w"].requires_grad
     _, second = inner.solve(outer_params, init, 0, itertools.repeat(1.0), init_state=first.final_state)
     assert not second.final_state["momentum"]["w"].requires_grad
+
+
+def test_tuple_data_loader_rejected():
+    from chronos.errors import ChronosError
+    from chronos.optim import sgd
+
+    inner = InnerProblem(lambda params, outer_params, data: params["w"].sum(), sgd(lr=0.1))
+    batch = (torch.zeros(3), torch.ones(3))
+    with pytest.raises(ChronosError, match="tuple of tensors, which would be iterated"):
+        inner.solve({}, {"w": torch.zeros(2)}, 1, batch)
