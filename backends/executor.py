@@ -11,13 +11,20 @@ from tqdm.auto import tqdm
 
 from chronos.backends.checkpoint import load_checkpoint, plan_digest
 from chronos.compiler.plan import Plan
-from chronos.core import MetaState
+from chronos.core import MetaState, VersionTracker
 from chronos.errors import BackendError
 from chronos.result import RunResult
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "gradient_norm"]
 
 logger = logging.getLogger(__name__)
+
+
+def gradient_norm(gradient: dict) -> float:
+    """Return the L2 norm over every tensor of a hypergradient, computed in float64."""
+    import torch
+
+    return float(torch.sqrt(sum((value.detach().double() ** 2).sum() for value in gradient.values())))
 
 
 class Executor:
@@ -25,6 +32,7 @@ class Executor:
 
     plan: Plan
     root: str
+    versions: "VersionTracker"
     history: dict[str, list[float]]
     hypergradient_norms: dict[str, list[float]]
     macro_step_index: int
@@ -40,6 +48,16 @@ class Executor:
 
     def result(self, seconds: float = 0.0) -> RunResult:
         raise NotImplementedError
+
+    def _result(self, variables: dict, seconds: float) -> RunResult:
+        return RunResult(
+            problem=self.plan.problem,
+            variables=variables,
+            history=self.history,
+            hypergradient_norms=self.hypergradient_norms,
+            versions={level.name: self.versions.version(level.name) for level in self.plan.levels},
+            seconds=seconds,
+        )
 
     def _progress_record(self) -> dict:
         return {

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from chronos.backends.executor import Executor
+from chronos.backends.executor import Executor, gradient_norm
 from chronos.backends.materialize import LiveProblem, materialize
 from chronos.compiler.plan import EdgePlan, Plan
 from chronos.core import InnerProblem, LevelState, MetaState, OuterOptimizer, VersionTracker
@@ -143,7 +143,7 @@ class LocalExecutor(Executor):
         self.versions.bump(self.root)
         self.history[self.lower].append(trajectory.losses[-1] if trajectory.losses else float("nan"))
         self.history[self.root].append(outer_value)
-        self.hypergradient_norms[f"{self.root}->{self.lower}"].append(_norm(hypergradient))
+        self.hypergradient_norms[f"{self.root}->{self.lower}"].append(gradient_norm(hypergradient))
         self.macro_step_index += 1
         return hypergradient
 
@@ -193,14 +193,7 @@ class LocalExecutor(Executor):
         variables = {self.root: _detached({**self.outer.params, **self.problem.levels[self.root].constants})}
         if self.lower is not None:
             variables[self.lower] = _detached({**self.lower_params, **self.problem.levels[self.lower].constants})
-        return RunResult(
-            problem=self.plan.problem,
-            variables=variables,
-            history=self.history,
-            hypergradient_norms=self.hypergradient_norms,
-            versions={level.name: self.versions.version(level.name) for level in self.plan.levels},
-            seconds=seconds,
-        )
+        return self._result(variables, seconds)
 
 
 class _step_context:
@@ -228,10 +221,6 @@ class _step_context:
                 level=self.level,
             ) from error
         return False
-
-
-def _norm(gradient: dict[str, torch.Tensor]) -> float:
-    return float(torch.sqrt(sum((value.detach().double() ** 2).sum() for value in gradient.values())))
 
 
 def _detached(variables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from chronos.backends.executor import Executor
+from chronos.backends.executor import Executor, gradient_norm
 from chronos.backends.materialize import LiveProblem, materialize
 from chronos.compiler.plan import Plan
 from chronos.core import LevelState, MetaState, VersionTracker
@@ -180,7 +180,7 @@ class NestedExecutor(Executor):
         self.latest = {name: {k: v.detach() for k, v in variables.items()} for name, variables in context.items()}
         self.versions.bump(self.root)
         self.history[self.root].append(value)
-        norm = _norm(gradient)
+        norm = gradient_norm(gradient)
         for child in self.children[self.root]:
             self.hypergradient_norms[f"{self.root}->{child}"].append(norm)
         self.macro_step_index += 1
@@ -216,14 +216,7 @@ class NestedExecutor(Executor):
             else:
                 current = self.latest.get(level.name, live.initial_params)
             variables[level.name] = {k: v.detach().clone() for k, v in {**current, **live.constants}.items()}
-        return RunResult(
-            problem=self.plan.problem,
-            variables=variables,
-            history=self.history,
-            hypergradient_norms=self.hypergradient_norms,
-            versions={level.name: self.versions.version(level.name) for level in self.plan.levels},
-            seconds=seconds,
-        )
+        return self._result(variables, seconds)
 
 
 def _outer_variables(context: Context, per: Optional[str]) -> Variables:
@@ -246,6 +239,4 @@ def _detach_state(state: dict) -> dict:
     }
 
 
-def _norm(gradient: Variables) -> float:
-    return float(torch.sqrt(sum((value.detach().double() ** 2).sum() for value in gradient.values())))
 
