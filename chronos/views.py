@@ -21,7 +21,12 @@ __all__ = ["LevelView"]
 
 
 class LevelView:
-    """Read-only view of one level's variables, optionally with its module."""
+    """Read-only view of one level's variables, optionally with its module.
+
+    NOTE: the view returns the tensors themselves, not copies. An objective
+    that changes one in place (``upper.x.mul_(2)`` under ``no_grad``, or the
+    data it is given) changes the run without an error.
+    """
 
     __slots__ = ("_level", "_params", "_constants", "_module", "_module_keys")
 
