@@ -122,6 +122,7 @@ class LocalExecutor(Executor):
         init_state = self.lower_state if lower.plan.warm_start else None
         self.versions.record_read(self.lower, self.root, self.outer.version)
         batch = self.problem.batch(self.lower)
+
         with _step_context(self.lower, self.macro_step_index):
             final, trajectory = self.inner.solve(
                 self.outer.params,
@@ -136,6 +137,7 @@ class LocalExecutor(Executor):
             hypergradient = self.method.compute_hypergradient(trajectory, self.inner)
             outer_value = self._outer_value(final)
             self.method.step(hypergradient)
+
         self.lower_params = {key: value.detach() for key, value in final.items()}
         self.lower_state = trajectory.final_state
         for _ in range(lower.plan.steps):  # one version per update, as the nested executor counts
@@ -228,7 +230,7 @@ def _detached(variables: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def is_two_level(plan: Plan) -> bool:
-    """Whether ``plan`` is a single level or one top level with one lower level and nothing deeper."""
+    """Return whether ``plan`` is a single level, or one top level over one lower level and nothing deeper."""
     roots = plan.roots()
     if len(roots) != 1 or len(roots[0].lowers) > 1:
         return False

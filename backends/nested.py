@@ -6,9 +6,9 @@ its ``steps``), then takes the gradient of its own objective with respect to
 its variables and applies its optimizer. Every step below the top keeps its
 autograd graph (``create_graph``), so the final variables of a level are a
 differentiable function of every variable above it. The top level's gradient
-is therefore the total derivative of its objective through every path: a top
-variable that reaches the bottom objective only through the middle level (a
-learned learning rate of the middle level, say) gets its non-zero
+is therefore the total derivative of its objective through every path. So a
+top variable that reaches the bottom objective only through the middle level,
+such as a learned learning rate of the middle level, gets its non-zero
 contribution. Memory grows with the product of the steps along the tree; the
 compiler estimates it and picks ``unrolled`` for every edge of a deep tree,
 because implicit differentiation of a level whose own gradient is a
@@ -137,6 +137,7 @@ class NestedExecutor(Executor):
             params = {key: value.detach().clone().requires_grad_(True) for key, value in live.initial_params.items()}
             state = live.optimizer.init(params)
         subtree: Context = {}
+
         for step in range(steps):
             early = step < steps - keep
             upper_context = _detached(context) if early else context
@@ -151,6 +152,7 @@ class NestedExecutor(Executor):
             hyper = live.optimizer.resolve(_outer_variables(upper_context, live.plan.per), level=level)
             params, state = live.optimizer.update(params, grads, state, hyper)
             self.versions.bump(level)
+
         final_context = {**subtree, level: params}
         with torch.no_grad():
             self.history[level].append(float(self._objective(level, {**context, **final_context})))

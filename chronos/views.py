@@ -1,4 +1,4 @@
-"""What an objective receives for a level: its variables by name, and its module as a callable.
+"""The view an objective receives for a level: its variables by name, and its module as a callable.
 
 A compiled objective is called as ``loss(own, *args)``. Each level argument is
 a :class:`LevelView`: ``view.logits`` is the tensor variable ``logits``,
@@ -74,7 +74,7 @@ class LevelView:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._module is None:
             raise BackendError(
-                f"level '{self._level}' has no module to call; it only holds {list(self._params)}",
+                f"level '{self._level}' has no module to call; its only variables are {list(self._params)}",
                 level=self._level,
                 hint="give the level a 'module = \"pkg.mod:factory\"' entry, or read its variables by name",
             )

@@ -43,7 +43,7 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
     """Compile a ProblemSpec to a validated Plan.
 
     With ``trace`` (the default), every objective is traced with torch.fx to
-    find which variables it reads; the reads and a note go on each edge, and
+    find which variables it reads. The reads and a note go on each edge, and
     an edge that no objective uses gets a DependencyWarning. Tracing loads
     every data set and runs each objective once on example inputs.
 
@@ -137,18 +137,21 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
             lowers=sorted(graph.successors(level.name)),
             period=timescales.periods[level.name],
         )
+
     results = None
     if trace:
         # Before choosing methods: the traced objective sizes enter the memory estimate.
         levels, results = _trace_levels(levels, catalog, timescales, spec)
     reads = _optimizer_reads(spec, graph, levels)
     budget = memory_budget or int(spec.backend.options.get("memory_budget", 0)) or default_memory_budget()
+
     estimates: dict[str, int] = {}
     edges = [
         _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget, estimates)
         for upper, lower in graph.edges
     ]
     _check_staleness_paths(spec, graph, edges)
+
     if spec.report is not None:
         span = spec.report_span
         import_ref(spec.report, location=span.location() if span else None, what="report")

@@ -98,7 +98,7 @@ class DependencyWarning(UserWarning):
 
 @dataclass(frozen=True)
 class TraceResult:
-    """Which variables one level's objective reads, as ``"level.variable"`` names.
+    """The variables one level's objective reads, as ``"level.variable"`` names.
 
     ``reads`` contains variables of the other levels the objective takes,
     and ``own_reads`` contains the level's own. When ``traced`` is False,
@@ -240,7 +240,7 @@ def _trace(
         graph = _trace_graph(call, flat)
     except ChronosError as error:
         # A view raised: the objective reads a variable or a module that the
-        # level does not have. Every run would fail the same way, so say it now.
+        # level does not have. Every run would fail the same way, so raise at compile time.
         raise CompileError(
             f"objective \"{level.loss.ref}\" of level '{level.name}' failed on example inputs: {error.message}",
             location=level.source.location() if level.source else None,
