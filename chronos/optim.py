@@ -296,15 +296,28 @@ class SGD(DifferentiableOptimizer):
             grad = _gradient_for(key, params, grads)
             lr = _like(hyper["lr"], param)
             decay = _like(hyper["weight_decay"], param)
-            direction = grad + decay * param if _nonzero(decay) else grad
+            direction = _add_scaled(grad, decay, param) if _nonzero(decay) else grad
             if buffers is not None:
-                direction = _like(hyper["momentum"], param) * buffers[key] + direction
+                direction = _add_scaled(direction, _like(hyper["momentum"], param), buffers[key])
                 new_buffers[key] = direction
-            new_params[key] = param - lr * direction
+            new_params[key] = _add_scaled(param, -lr, direction)
         new_state: OptimizerState = {"step": int(state["step"]) + 1}
         if buffers is not None:
             new_state["momentum"] = new_buffers
         return new_params, new_state
+
+
+def _add_scaled(base: Tensor, scale: Union[float, Tensor], other: Tensor) -> Tensor:
+    """Return ``base + scale * other``.
+
+    A number scale goes into one fused ``torch.add(..., alpha=scale)``, which
+    puts one node instead of two on the autograd graph of an unrolled
+    trajectory. A tensor scale (an outer variable) keeps the product, so the
+    hypergradient reaches it.
+    """
+    if isinstance(scale, Tensor):
+        return base + scale * other
+    return torch.add(base, other, alpha=scale)
 
 
 def _nonzero(value: Union[float, Tensor]) -> bool:
