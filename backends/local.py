@@ -110,7 +110,7 @@ class LocalExecutor(Executor):
             name=self.root,
         )
         self.method = make_method(self.edge, self.outer)
-        self.lower_params = {key: value.clone() for key, value in lower.initial_params.items()}
+        self.lower_params = {key: value.detach().clone() for key, value in lower.start({self.root: root.params}).items()}
         self.lower_state = None
 
     def macro_step(self) -> dict[str, torch.Tensor]:
@@ -118,7 +118,7 @@ class LocalExecutor(Executor):
         if self.lower is None:
             return self._single_level_step()
         lower = self.problem.levels[self.lower]
-        init = self.lower_params if lower.plan.warm_start else lower.initial_params
+        init = self.lower_params if lower.plan.warm_start else lower.start({self.root: self.outer.params})
         init_state = self.lower_state if lower.plan.warm_start else None
         self.versions.record_read(self.lower, self.root, self.outer.version)
         batch = self.problem.batch(self.lower)

@@ -29,13 +29,33 @@ class LiveLevel:
     """One level ready to run: its initial variables, module, objective and optimizer."""
 
     plan: LevelPlan
-    params: dict[str, torch.Tensor]
+    params: dict[str, torch.Tensor]  # variables that start from an upper variable are absent
     constants: dict[str, torch.Tensor]
     module: Optional[nn.Module]
     module_keys: Optional[frozenset[str]]
     loss: Callable[..., torch.Tensor]
     optimizer: DifferentiableOptimizer
     initial_params: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def init_from(self) -> dict[str, tuple[str, str]]:
+        """Map each variable that starts from an upper variable to ``(upper level, variable)``."""
+        return {
+            variable.name: tuple(variable.init_from.split(".", 1))
+            for variable in self.plan.variables
+            if variable.init_from is not None
+        }
+
+    def start(self, upper_variables: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Return the initial variables of one solve, taking ``init_from`` ones from ``upper_variables``.
+
+        Each is a clone, which stays on the autograd graph of the upper
+        variable but is a tensor of its own, so the lower level's gradient is
+        taken with respect to its own variable only.
+        """
+        start = dict(self.initial_params)
+        for name, (upper, variable) in self.init_from().items():
+            start[name] = upper_variables[upper][variable].clone()
+        return start
 
     def view(self, params: Mapping[str, torch.Tensor]) -> LevelView:
         return LevelView(self.plan.name, params, self.constants, self.module, self.module_keys)

@@ -135,6 +135,7 @@ class NestedExecutor(Executor):
             state = _detach_state(state)
         else:
             params = {key: value.detach().clone().requires_grad_(True) for key, value in live.initial_params.items()}
+            params.update({key: value for key, value in live.start(context).items() if key not in live.initial_params})
             state = live.optimizer.init(params)
         subtree: Context = {}
 

@@ -111,10 +111,14 @@ class DataSpec(_Node):
 
 
 class ParamSpec(_Node):
-    """``param NAME = init(shape...)`` with init one of zeros, ones, full, randn."""
+    """``param NAME = init(shape...)`` with init one of zeros, ones, full, randn, or ``param NAME = upper.variable``.
+
+    The second form starts the level's every solve from an upper level's
+    variable (meta-learning an initialization, as in MAML).
+    """
 
     name: str
-    init: Call
+    init: Union[Call, Name]
     span: Optional[SourceSpan] = None
 
 

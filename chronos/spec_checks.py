@@ -251,6 +251,18 @@ class _Checker:
 
     def check_initializer(self, param: ParamSpec, level: LevelSpec) -> None:
         init = param.init
+        if isinstance(init, Name):
+            self.check_variable_reference(init, f"the initial value of param '{param.name}'", level)
+            if init.name == level.name:
+                raise self.error(f"param '{param.name}' cannot start from its own level", init.span, level)
+            if level.warm_start:
+                raise self.error(
+                    f"param '{param.name}' starts every solve from '{init.dotted()}', which contradicts warm_start = true",
+                    init.span,
+                    level,
+                    hint="drop warm_start, or initialize the param with zeros(...)",
+                )
+            return
         hint = "write zeros(10), ones(3, 4), randn(noisy_train.size) or full(0.5, 10)"
         if init.func not in INITIALIZERS:
             raise self.error(

@@ -138,6 +138,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
             period=timescales.periods[level.name],
         )
 
+    levels, init_reads = _resolve_init_from(spec, graph, levels)
     results = None
     if trace:
         # Before choosing methods: the traced objective sizes enter the memory estimate.
@@ -147,7 +148,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
 
     estimates: dict[str, int] = {}
     edges = [
-        _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget, estimates)
+        _edge(spec, graph, levels, upper, lower, reads.get((upper, lower), []), budget, estimates, init_reads.get((upper, lower), []))
         for upper, lower in graph.edges
     ]
     _check_staleness_paths(spec, graph, edges)
@@ -173,7 +174,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
     return plan if results is None else _attach_reads(plan, results)
 
 
-def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget, estimates) -> EdgePlan:
+def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget, estimates, init_reads) -> EdgePlan:
     lower_spec = graph.nodes[lower]["spec"]
     staleness = lower_spec.staleness
     if staleness is None:
@@ -190,6 +191,7 @@ def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget, estimates)
             ),
             staleness=staleness,
             optimizer_reads=optimizer_reads,
+            init_reads=init_reads,
             source=(lower_spec.loss.span if lower_spec.loss else None) or lower_spec.span,
         )
     span = (lower_spec.hypergradient.span if lower_spec.hypergradient else None) or lower_spec.per_span
@@ -203,7 +205,44 @@ def _edge(spec, graph, levels, upper, lower, optimizer_reads, budget, estimates)
         span or lower_spec.span,
         levels,
         estimates,
+        init_reads,
     )
+
+
+def _resolve_init_from(spec: ProblemSpec, graph: nx.DiGraph, levels: dict[str, LevelPlan]):
+    """Give each ``param w = upper.v`` the shape and dtype of ``upper.v``; map edges to those reads."""
+    reads: dict[tuple[str, str], list[str]] = {}
+    resolved = dict(levels)
+    for level in spec.levels:
+        if not any(variable.init_from for variable in levels[level.name].variables):
+            continue
+        variables = []
+        for variable in levels[level.name].variables:
+            if variable.init_from is None:
+                variables.append(variable)
+                continue
+            upper, _, name = variable.init_from.partition(".")
+            param = next(p for p in level.params if p.name == variable.name)
+            location = param.init.span.location() if param.init.span else None
+            if upper not in per_ancestors(graph, level.name):
+                raise CompileError(
+                    f"param '{variable.name}' of level '{level.name}' starts from '{variable.init_from}', "
+                    f"but '{upper}' is not a level above '{level.name}'",
+                    location=location,
+                    level=level.name,
+                )
+            source = {v.name: v for v in levels[upper].variables}.get(name)
+            if source is None or not source.trainable:
+                raise CompileError(
+                    f"param '{variable.name}' of level '{level.name}' starts from '{variable.init_from}', "
+                    f"which is not a trainable variable of '{upper}'",
+                    location=location,
+                    level=level.name,
+                )
+            variables.append(variable.model_copy(update={"shape": source.shape, "dtype": source.dtype}))
+            reads.setdefault((upper, level.name), []).append(variable.init_from)
+        resolved[level.name] = levels[level.name].model_copy(update={"variables": variables})
+    return resolved, reads
 
 
 def _check_staleness_paths(spec: ProblemSpec, graph: nx.DiGraph, edges: list[EdgePlan]) -> None:

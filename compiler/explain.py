@@ -39,7 +39,8 @@ def explain(plan: Plan) -> str:
         for variable in level.variables:
             shape = "x".join(str(size) for size in variable.shape) or "scalar"
             frozen = "" if variable.trainable else ", constant"
-            lines.append(f"      {variable.name}: {shape} {variable.dtype}{frozen}")
+            start = f", starts from {variable.init_from}" if variable.init_from else ""
+            lines.append(f"      {variable.name}: {shape} {variable.dtype}{frozen}{start}")
         args = ", ".join(name for _, name in level.loss.args)
         lines.append(f"      objective {level.loss.ref}({level.name}{', ' + args if args else ''})")
     lines.append("")
@@ -53,6 +54,8 @@ def explain(plan: Plan) -> str:
         lines.append(f"      staleness bound {edge.staleness}")
         if edge.optimizer_reads:
             lines.append(f"      optimizer reads {', '.join(edge.optimizer_reads)}")
+        if edge.init_reads:
+            lines.append(f"      starts from {', '.join(edge.init_reads)}")
         if edge.dependencies:
             lines.append(f"      traced: {edge.dependencies.split(': ', 1)[-1]}")
         if edge.unrolled_bytes is not None:

@@ -75,6 +75,7 @@ def _add_read_edges(graph: nx.DiGraph, spec: ProblemSpec) -> None:
         names = [arg.name for arg in level.loss.args] if level.loss else []
         if level.optimizer is not None:
             names += [value.name for value in level.optimizer.kwargs.values() if isinstance(value, Name)]
+        names += [param.init.name for param in level.params if isinstance(param.init, Name)]
         for name in names:
             if name in ancestors[1:] and not graph.has_edge(name, level.name):
                 graph.add_edge(name, level.name, spec=level, kind="reads")

@@ -113,7 +113,17 @@ def lower_level(
     period: int,
 ) -> LevelPlan:
     """Build the LevelPlan of ``level``; raise CompileError at the spec line of a bad part."""
-    variables = [_param_variable(param.name, param.init, catalog, level) for param in level.params]
+    variables = [
+        _param_variable(param.name, param.init, catalog, level)
+        for param in level.params
+        if not isinstance(param.init, Name)
+    ]
+    # Params that start from an upper variable get their shape from it in compile.py.
+    variables += [
+        VariablePlan(name=param.name, shape=[], init_from=param.init.dotted())
+        for param in level.params
+        if isinstance(param.init, Name)
+    ]
     if level.module is not None:
         variables += _module_variables(level)
     names = [variable.name for variable in variables]

@@ -88,6 +88,7 @@ def choose_method(
     source: Optional[SourceSpan],
     levels: Optional[Mapping[str, LevelPlan]] = None,
     estimates: Optional[dict[str, int]] = None,
+    init_reads: Optional[list[str]] = None,
 ) -> EdgePlan:
     """Resolve the method of edge ``upper -> lower`` and return the edge with its reason.
 
@@ -98,7 +99,10 @@ def choose_method(
     requested = requested or HypergradientSpec()
     unrolled_bytes = estimate_unrolled_bytes(lower, levels=levels, cache=estimates)
     nested = levels is not None and (bool(levels[upper].uppers) or bool(lower.lowers))
-    if nested:
+    init_reads = init_reads or []
+    if init_reads:
+        method, reason = _init_read(upper, lower, requested, init_reads, unrolled_bytes, memory_budget, source)
+    elif nested:
         method, reason = _nested(upper, lower, requested, unrolled_bytes, memory_budget, source)
     elif requested.method == "auto":
         method, reason = _auto(lower, optimizer_reads, unrolled_bytes, memory_budget)
@@ -113,6 +117,7 @@ def choose_method(
         reason=reason,
         staleness=staleness,
         optimizer_reads=optimizer_reads,
+        init_reads=init_reads,
         unrolled_bytes=unrolled_bytes,
         source=source,
     )
@@ -139,6 +144,42 @@ def _auto(lower: LevelPlan, optimizer_reads: list[str], unrolled_bytes: int, bud
         f"full unrolling needs {size}, over the memory budget {budget:,} B; implicit "
         "differentiation (cg) does not grow with inner steps"
     )
+
+
+def _init_read(upper, lower: LevelPlan, requested: HypergradientSpec, init_reads, unrolled_bytes: int, budget: int, source):
+    """Edges whose lower level starts from upper variables need a full unroll.
+
+    The solution of the lower level depends on its starting point only
+    through the trajectory: implicit differentiation, which sees only the end
+    point, gives the initialization exactly zero, and so does an unroll
+    truncated before the first step.
+    """
+    names = ", ".join(init_reads)
+    location = source.location() if source else None
+    if requested.method not in ("auto", "unrolled"):
+        raise CompileError(
+            f"'{lower.name}' starts from {names}, whose hypergradient is exactly zero under "
+            f"{requested.method} differentiation",
+            location=location,
+            edge=(upper, lower.name),
+            hint="use 'hypergradient = unrolled' (or auto) for this edge",
+        )
+    last = requested.options.get("last") if requested.method == "unrolled" else None
+    if last is not None and last < lower.steps:
+        raise CompileError(
+            f"unrolled(last = {last}) keeps {last} of {lower.steps} steps, so the hypergradient of the "
+            f"initialization {names} is exactly zero",
+            location=location,
+            edge=(upper, lower.name),
+            hint="unroll every step: 'hypergradient = unrolled'",
+        )
+    reason = (
+        f"'{lower.name}' starts from {names}, which only a full unroll differentiates "
+        f"({unrolled_bytes:,} B, budget {budget:,} B)"
+    )
+    if unrolled_bytes > budget:
+        logger.warning("edge %s -> %s: %s; the full unroll exceeds the memory budget", upper, lower.name, reason)
+    return MethodPlan(name="unrolled"), reason
 
 
 def _nested(upper, lower: LevelPlan, requested: HypergradientSpec, unrolled_bytes: int, budget: int, source):

@@ -65,13 +65,19 @@ class InitPlan(_PlanNode):
 
 
 class VariablePlan(_PlanNode):
-    """One tensor of a level; ``init`` is None for module variables (the module factory sets them)."""
+    """One tensor of a level.
+
+    ``init`` is None for module variables (the module factory sets them) and
+    for variables with ``init_from``, the ``upper.variable`` whose current
+    value starts every solve of the level.
+    """
 
     name: str
     shape: list[NonNegativeInt]
     dtype: str = "float32"
     trainable: bool = True
     init: Optional[InitPlan] = None
+    init_from: Optional[str] = None
 
     @field_validator("dtype")
     @classmethod
@@ -170,6 +176,7 @@ class EdgePlan(_PlanNode):
     reason: str
     staleness: int = 0
     optimizer_reads: list[str] = Field(default_factory=list)
+    init_reads: list[str] = Field(default_factory=list)
     objective_reads: list[str] = Field(default_factory=list)
     dependencies: Optional[str] = None
     unrolled_bytes: Optional[int] = None

@@ -302,6 +302,8 @@ def _example(plan: LevelPlan) -> _Example:
     for variable in plan.variables:
         if variable.init is not None:
             tensor = _initial_tensor(variable)
+        elif variable.init_from is not None:
+            tensor = torch.zeros(variable.shape, dtype=getattr(torch, variable.dtype))
         elif variable.name in state:
             tensor = state[variable.name].detach()
         else:
@@ -512,12 +514,13 @@ def _optimizer_refs(reader: LevelPlan, upper: LevelPlan) -> list[str]:
 
 
 def _reads_of(result: Optional[TraceResult], reader: LevelPlan, upper: LevelPlan) -> list[str]:
-    """Return the trainable variables of ``upper`` that the objective or optimizer of ``reader`` reads.
+    """Return the trainable variables of ``upper`` that the objective, optimizer or initial values of ``reader`` read.
 
     Without a trace result the objective is taken to read all of them.
     """
     trainable = _trainable(upper)
     read = set(_optimizer_refs(reader, upper))
+    read |= {v.init_from for v in reader.variables if v.init_from and v.init_from.startswith(f"{upper.name}.")}
     read |= set(trainable) if result is None else set(result.reads)
     return [name for name in trainable if name in read]
 

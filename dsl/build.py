@@ -147,12 +147,15 @@ class SpecBuilder(ExpressionBuilder):
 
     def _param(self, node: Tree, level: str) -> ParamSpec:
         name, value = node.children
+        if value.data == "attribute":
+            # param w = meta.w0: the level starts every solve from an upper level's variable.
+            return ParamSpec(name=str(name), init=self._expr(value), span=self._span(name))
         if value.data != "call" or value.children[0].type != "NAME":
             raise SpecError(
-                f"param '{name}' must be initialized by a call, found {self._describe(value)}",
+                f"param '{name}' must be initialized by a call or an upper variable, found {self._describe(value)}",
                 location=self._node_location(value),
                 level=level,
-                hint=f"write param {name} = zeros(10), with zeros, ones, randn or full(value, shape...)",
+                hint=f"write param {name} = zeros(10), with zeros, ones, randn or full(value, shape...), or UPPER.VARIABLE",
             )
         return ParamSpec(name=str(name), init=self._call(value), span=self._span(name))
 

@@ -100,3 +100,14 @@ def wide_top(own, left, right):
 def chain_bottom_reads_top(own, mid, top):
     """Bottom level reading both the middle level and the top level directly."""
     return 0.5 * (own.x - mid.m).pow(2).sum() + 0.5 * top.a.reshape(()) * own.x.pow(2).sum()
+
+
+def maml_inner(own, meta):
+    """Pull w towards a fixed task target; meta enters only as w's starting point."""
+    target = torch.tensor([1.0, -1.0], dtype=own.w.dtype)
+    return 0.5 * (own.w - target).pow(2).sum()
+
+
+def maml_outer(own, task):
+    goal = torch.tensor([0.0, 2.0], dtype=task.w.dtype)
+    return 0.5 * (task.w - goal).pow(2).sum()
