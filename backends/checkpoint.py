@@ -43,6 +43,11 @@ def load_checkpoint(path: Union[str, Path], plan: Plan) -> MetaState:
         _check_variables(path, level, meta.levels[level.name].params)
     if not isinstance(meta.extra.get("macro_step"), int) or not isinstance(meta.extra.get("history"), dict):
         raise BackendError(f"checkpoint {path} lacks the run's progress (macro step and histories)")
+    if not 0 <= meta.extra["macro_step"] <= plan.macro_steps:
+        raise BackendError(
+            f"checkpoint {path} is at macro step {meta.extra['macro_step']}, outside the plan's "
+            f"0 to {plan.macro_steps}"
+        )
     return meta
 
 

@@ -3,7 +3,10 @@
 Design note, how nested levels compose: the ``per`` clauses form a tree. One
 step of a level first solves each of its lower levels (recursively, each for
 its ``steps``), then takes the gradient of its own objective with respect to
-its variables and applies its optimizer. Every step below the top keeps its
+its variables and applies its optimizer. After its last step the lower
+levels are solved once more against its final variables, so a level above
+reads each level's final variables together with the lower solution that
+belongs to them (one extra lower solve per solve). Every step below the top keeps its
 autograd graph (``create_graph``), so the final variables of a level are a
 differentiable function of every variable above it. The top level's gradient
 is therefore the total derivative of its objective through every path. So a
@@ -56,7 +59,10 @@ class NestedExecutor(Executor):
         self.root = plan.roots()[0].name
         self.versions = VersionTracker()
         self.history: dict[str, list[float]] = {level.name: [] for level in plan.levels}
-        self.hypergradient_norms: dict[str, list[float]] = {f"{e.upper}->{e.lower}": [] for e in plan.edges}
+        # The total derivative is taken once per macro step, at the top level.
+        self.hypergradient_norms: dict[str, list[float]] = {
+            f"{e.upper}->{e.lower}": [] for e in plan.edges if e.upper == plan.roots()[0].name and e.kind == "per"
+        }
         root = self.problem.levels[self.root]
         self.root_params: Variables = {key: value.detach().clone() for key, value in root.params.items()}
         self.root_state = root.optimizer.init(self.root_params)
@@ -154,6 +160,13 @@ class NestedExecutor(Executor):
             params, state = live.optimizer.update(params, grads, state, hyper)
             self.versions.bump(level)
 
+        # The loop solved the levels below against this level's variables
+        # before its last update. Solve them once more against the final
+        # variables, so that every level above reads a consistent pair.
+        local = {**context, level: params}
+        for child in self.children[level]:
+            subtree.update(self._solve(child, local))
+            local.update(subtree)
         final_context = {**subtree, level: params}
         with torch.no_grad():
             self.history[level].append(float(self._objective(level, {**context, **final_context})))

@@ -209,8 +209,15 @@ def level(
     """
 
     _check_level_arguments(steps, params, staleness, warm_start)
+    if params is not None and not isinstance(params, Mapping):
+        raise SpecError(
+            f"params must be a dict of name -> initializer, got {_short(params)}",
+            hint='write params={"w": chronos.zeros(5)}',
+        )
 
     def decorate(function: Callable[..., Any]) -> LevelDefinition:
+        loss_ref = _ref(function, "objective")
+        _check_level_name(name or function.__name__)
         parameters = list(inspect.signature(function).parameters)
         if not parameters:
             raise SpecError(
@@ -224,7 +231,7 @@ def level(
             params=[ParamSpec(name=key, init=init, span=span) for key, init in (params or {}).items()],
             module=None if module is None else _ref(module, "module factory"),
             module_span=span if module is not None else None,
-            loss=LossSpec(ref=_ref(function, "objective"), args=[Name(name=p, span=span) for p in parameters[1:]], span=span),
+            loss=LossSpec(ref=loss_ref, args=[Name(name=p, span=span) for p in parameters[1:]], span=span),
             optimizer=_optimizer_spec(optimizer).model_copy(update={"span": span}),
             steps=steps,
             steps_span=span,
@@ -239,6 +246,18 @@ def level(
         return LevelDefinition(function, spec, upper)
 
     return decorate
+
+
+# Words the spec language reserves; a level named so could not be written as a spec.
+RESERVED_WORDS = ("problem", "data", "report", "level", "backend", "param", "per", "true", "false")
+
+
+def _check_level_name(name: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or name in RESERVED_WORDS:
+        raise SpecError(
+            f"level name {name!r} is not a valid name: use letters, digits and underscores, not "
+            f"starting with a digit, and none of {', '.join(RESERVED_WORDS)}",
+        )
 
 
 def _check_level_arguments(steps: Any, params: Any, staleness: Any, warm_start: Any) -> None:

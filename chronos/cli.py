@@ -101,6 +101,8 @@ def _check_writable_file(path: str, what: str) -> None:
 def _check_output_directory(path: str) -> Path:
     """Create the output directory before the run, so that a bad path fails in a second, not after the run."""
     output = Path(path)
+    if output.exists() and not output.is_dir():
+        raise ChronosError(f"output '{path}' is a file, not a directory", hint="give a directory for the results")
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / ".chronos-write-test"

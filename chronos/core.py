@@ -661,9 +661,9 @@ class MetaState:
         except Exception as error:
             # torch's own message suggests weights_only=False, which is unsafe advice for a
             # damaged or foreign file: name the failure without it.
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ChronosError(
-                f"could not read checkpoint {path}: it is damaged or not a Chronos checkpoint ({first_line[:200]})"
+                f"could not read checkpoint {path}: it is damaged or not a Chronos checkpoint "
+                f"({type(error).__name__})"
             ) from error
         meta = cls()
         meta.load_state_dict(state)

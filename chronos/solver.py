@@ -264,7 +264,13 @@ class ImplicitDifferentiation(HypergradientMethod):
         except HypergradientError as error:
             if error.level is not None:
                 raise
-            raise HypergradientError(error.message, level=level, hint=error.hint) from error
+            hint = error.hint
+            if self.damping and hint and "add damping" in hint:
+                hint = (
+                    f"the damping is {self.damping:g} already; raise it (solving (H + d I) v = g with a "
+                    "larger d), train the inner level longer, or use unrolled differentiation"
+                )
+            raise HypergradientError(error.message, level=level, hint=hint) from error
 
 
 def _default_alpha(hvp: HVP, rhs: list[Tensor]) -> float:

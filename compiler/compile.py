@@ -7,6 +7,7 @@ always names the first place where the problem shows.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -53,6 +54,8 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
             timescales conflict, or a requested method cannot apply.
     """
     started = time.perf_counter()
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1):
+        raise CompileError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     spec.validate_spec()
     if spec.source is not None and spec.source != os.path.abspath(spec.source):
         # Plans are run later from other directories: record where the spec was.
@@ -293,6 +296,15 @@ def _optimizer_reads(spec: ProblemSpec, graph: nx.DiGraph, levels: dict[str, Lev
                     hint="an optimizer hyperparameter may read variables of the levels above only",
                 )
             variables = [variable.name for variable in levels[value.name].variables]
+            shapes = {variable.name: variable.shape for variable in levels[value.name].variables}
+            if value.attr in shapes and math.prod(shapes[value.attr]) != 1:
+                raise CompileError(
+                    f"optimizer of '{level.name}' reads '{value.dotted()}' for {key}, which has shape "
+                    f"{tuple(shapes[value.attr])}; a hyperparameter must be one number",
+                    location=location,
+                    level=level.name,
+                    hint=f"declare it as zeros() or full(value) in '{value.name}'",
+                )
             if value.attr not in variables:
                 raise CompileError(
                     f"optimizer of '{level.name}' reads '{value.dotted()}', but level '{value.name}' "

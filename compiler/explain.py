@@ -110,7 +110,7 @@ def _draw_png(plan: Plan, path: Path) -> None:
     for level in plan.levels:
         graph.add_node(level.name)
     for edge in plan.edges:
-        graph.add_edge(edge.upper, edge.lower, label=edge.method.describe())
+        graph.add_edge(edge.upper, edge.lower, label=edge.method.describe(), kind=edge.kind)
     depth = {}
     for name in nx.topological_sort(graph):
         depth[name] = max((depth[upper] + 1 for upper in graph.predecessors(name)), default=0)
@@ -121,8 +121,25 @@ def _draw_png(plan: Plan, path: Path) -> None:
         name: (index - (len(names) - 1) / 2, -row) for row, names in rows.items() for index, name in enumerate(names)
     }
     figure, axes = plt.subplots(figsize=(max(4, 2 * max(len(n) for n in rows.values())), 1.8 * (len(rows) + 1)))
-    nx.draw_networkx(graph, position, ax=axes, node_shape="s", node_color="#dde8f5", node_size=2600, arrows=True)
-    nx.draw_networkx_edge_labels(graph, position, ax=axes, edge_labels=nx.get_edge_attributes(graph, "label"))
+    labels = {level.name: f"{level.name}\nsteps {level.steps}, period {level.period}" for level in plan.levels}
+    nx.draw_networkx_nodes(graph, position, ax=axes, node_shape="s", node_color="#dde8f5", node_size=3200)
+    nx.draw_networkx_labels(graph, position, labels=labels, ax=axes, font_size=8)
+    per = [(u, v) for u, v, kind in graph.edges(data="kind") if kind == "per"]
+    reads = [(u, v) for u, v, kind in graph.edges(data="kind") if kind == "reads"]
+    nx.draw_networkx_edges(graph, position, edgelist=per, ax=axes, node_size=3200, node_shape="s", arrows=True)
+    # A "reads" edge skips levels and would lie under the per edges of the same
+    # column, so it is drawn curved and dashed, with its label on the curve.
+    nx.draw_networkx_edges(
+        graph, position, edgelist=reads, ax=axes, node_size=3200, node_shape="s", arrows=True,
+        style="dashed", connectionstyle="arc3,rad=0.35",
+    )
+    edge_labels = nx.get_edge_attributes(graph, "label")
+    nx.draw_networkx_edge_labels(graph, position, edge_labels={e: edge_labels[e] for e in per}, ax=axes, font_size=8)
+    if reads:
+        nx.draw_networkx_edge_labels(
+            graph, position, edge_labels={e: f"reads: {edge_labels[e]}" for e in reads}, ax=axes, font_size=8,
+            connectionstyle="arc3,rad=0.35",
+        )
     axes.set_title(f"problem {plan.problem}")
     axes.axis("off")
     figure.tight_layout()

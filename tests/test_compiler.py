@@ -106,19 +106,25 @@ def test_unrolled_estimate_formula():
 
 
 def test_optimizer_read_forces_unrolled():
-    text = two_levels().replace("optimizer = sgd(lr = 0.5)", "optimizer = sgd(lr = top.x)")
+    text = two_levels(upper_extra="param lr = full(0.1)").replace("optimizer = sgd(lr = 0.5)", "optimizer = sgd(lr = top.lr)")
     plan = compile_text(text, memory_budget=100)
     edge = plan.edge("top", "bottom")
-    assert edge.optimizer_reads == ["top.x"]
+    assert edge.optimizer_reads == ["top.lr"]
     assert edge.method.name == "unrolled"
     assert edge.method.last == 1  # 100 B budget // 68 B per step
 
 
 def test_optimizer_read_rejects_implicit():
-    text = two_levels(lower_extra="hypergradient = implicit").replace(
-        "optimizer = sgd(lr = 0.5)", "optimizer = sgd(lr = top.x)"
+    text = two_levels(lower_extra="hypergradient = implicit", upper_extra="param lr = full(0.1)").replace(
+        "optimizer = sgd(lr = 0.5)", "optimizer = sgd(lr = top.lr)"
     )
-    with pytest.raises(CompileError, match="exactly zero gradient to top.x"):
+    with pytest.raises(CompileError, match="exactly zero gradient to top.lr"):
+        compile_text(text)
+
+
+def test_optimizer_read_needs_scalar():
+    text = two_levels().replace("optimizer = sgd(lr = 0.5)", "optimizer = sgd(lr = top.x)")
+    with pytest.raises(CompileError, match="reads 'top.x' for lr, which has shape \\(3,\\); a hyperparameter must be one number"):
         compile_text(text)
 
 

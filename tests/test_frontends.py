@@ -65,9 +65,18 @@ def test_outer_ref_needs_level():
         chronos.level(optimizer=chronos.sgd(lr=chronos.outer("lr")), steps=1)(objective)
 
 
+def no_arguments():
+    return None
+
+
 def test_objective_needs_own_argument():
     with pytest.raises(SpecError, match="first argument receives the level itself"):
-        chronos.level(optimizer=chronos.sgd(lr=0.1), steps=1)(lambda: None)
+        chronos.level(optimizer=chronos.sgd(lr=0.1), steps=1)(no_arguments)
+
+
+def test_level_name_must_be_spec_name():
+    with pytest.raises(SpecError, match="level name 'per' is not a valid name"):
+        chronos.level(name="per", optimizer=chronos.sgd(lr=0.1), steps=1)(objective)
 
 
 def test_compile_rejects_plain_functions():

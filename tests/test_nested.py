@@ -101,7 +101,8 @@ def test_chain_runs_and_records():
     result = chronos.run(compile_spec(parse(CHAIN)), progress=False)
     assert result.versions["top"] == 2
     assert result.versions["mid"] == 2 * 3
-    assert result.versions["bottom"] == 2 * 3 * 4
+    # Each solve of mid solves bottom once per mid step and once more after mid's last update.
+    assert result.versions["bottom"] == 2 * (3 + 1) * 4
     assert len(result.history["mid"]) == 2
     assert set(result.variables) == {"top", "mid", "bottom"}
 
@@ -193,3 +194,14 @@ def test_explain_marks_read_edges():
     plan = compile_spec(parse(text))
     assert "top -> bottom (reads): unrolled" in explain(plan)
     assert 'style=dashed' in to_dot(plan)
+
+
+def test_top_reads_bottom_solved_for_final_middle():
+    plan = compile_spec(parse(CHAIN))
+    executor = NestedExecutor(plan)
+    executor.macro_step()
+    m = executor.latest["mid"]["m"]
+    # chain_bottom: 0.5 ||x - m||^2 + 0.1 ||x||^2 with SGD step 0.4 from x = 0 gives
+    # x <- 0.52 x + 0.4 m; four steps give x = 0.4 m (1 + 0.52 + 0.52^2 + 0.52^3).
+    expected = 0.4 * m * (1 + 0.52 + 0.52**2 + 0.52**3)
+    torch.testing.assert_close(executor.latest["bottom"]["x"], expected, rtol=1e-12, atol=1e-14)
