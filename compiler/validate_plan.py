@@ -34,10 +34,17 @@ def check_plan(plan: "Plan") -> None:
                 f"edge {edge.upper} -> {edge.lower} has negative staleness bound {edge.staleness}"
             )
         edge_pairs.add((edge.upper, edge.lower))
+    by_name = {level.name: level for level in plan.levels}
     for level in plan.levels:
         for upper in level.uppers:
             if (upper, level.name) not in edge_pairs:
                 raise PlanError(f"level '{level.name}' lists upper '{upper}' but the plan has no such edge")
+    for upper, lower in edge_pairs:
+        if lower not in by_name[upper].lowers or upper not in by_name[lower].uppers:
+            raise PlanError(
+                f"edge {upper} -> {lower} is missing from the lowers of '{upper}' or the uppers of '{lower}'",
+                hint="edit the spec and recompile instead of editing the plan",
+            )
     periods = {level.name: level.period for level in plan.levels}
     for level in plan.levels:
         if level.per is not None and level.per in periods and periods[level.per] != level.period * level.steps:

@@ -110,3 +110,10 @@ def test_hand_edits_rejected(plan, edit, message):
     edit(raw)
     with pytest.raises(PlanError, match=message):
         Plan.from_json(json.dumps(raw))
+
+
+def test_edge_without_links_rejected(plan):
+    raw = json.loads(plan.to_json())
+    raw["levels"][0]["lowers"] = []
+    with pytest.raises(PlanError, match="missing from the lowers of 'regularizer'"):
+        Plan.from_json(json.dumps(raw))
