@@ -332,8 +332,11 @@ def run(source: Union[Plan, str, Path], *, progress: bool = True, **options: Any
             f"unknown run option(s) {unknown}{did_you_mean(unknown[0], RUN_OPTIONS)}",
             hint=f"run options are {', '.join(sorted(RUN_OPTIONS))}",
         )
+    from chronos.compiler.resolve import search_path
+
     plan = load_plan(source)
-    return get_backend(plan.backend.name)(plan, progress=progress, **options)
+    with search_path(plan.import_directories()):
+        return get_backend(plan.backend.name)(plan, progress=progress, **options)
 
 
 RUN_OPTIONS = {"checkpoint", "checkpoint_every", "resume", "callback"}

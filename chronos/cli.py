@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -139,8 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         _check_writable_file(args.checkpoint, "checkpoint file")
     plan = load_plan(args.source)
-    directories = [os.path.dirname(os.path.abspath(plan.source))] if plan.source else []
-    with search_path(directories):
+    with search_path(plan.import_directories()):
         report = import_ref(plan.report, what="report") if plan.report is not None else None
         result = run(
             plan,

@@ -64,6 +64,7 @@ def compile_spec(spec: ProblemSpec, *, memory_budget: Optional[int] = None, trac
     spec_dir = [os.path.dirname(os.path.abspath(spec.source))] if spec.source else []
     with search_path(spec_dir), collector_paused():
         plan = _compile(spec, memory_budget, trace)
+    plan = plan.model_copy(update={"import_root": os.getcwd()})
     plan.validate_plan()
     logger.info(
         "compiled problem '%s': %d level(s), %d edge(s) in %.3f s",

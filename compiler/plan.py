@@ -210,6 +210,16 @@ class Plan(_PlanNode):
     schedule: list[ScheduleEntry] = Field(default_factory=list)
     backend: BackendPlan = Field(default_factory=BackendPlan)
     report: Optional[str] = None
+    # The working directory of the compile: runs also search it for the
+    # module:function references, so a plan runs from any directory.
+    import_root: Optional[str] = None
+
+    def import_directories(self) -> list[str]:
+        """Return the directories that runs add to sys.path: the spec's directory and the compile's working directory."""
+        directories = [os.path.dirname(os.path.abspath(self.source))] if self.source else []
+        if self.import_root:
+            directories.append(self.import_root)
+        return directories
 
     def level(self, name: str) -> LevelPlan:
         for level in self.levels:
@@ -280,7 +290,7 @@ class Plan(_PlanNode):
         check_plan(self)
 
     def without_sources(self) -> "Plan":
-        """Return a copy with every source location removed, to compare plans from two front ends."""
+        """Return a copy without source locations and the compile directory, to compare plans from two front ends."""
         return Plan.model_validate(_strip_sources(self.model_dump()))
 
 
@@ -311,7 +321,7 @@ def _format_validation(error: ValidationError) -> str:
 
 def _strip_sources(value):
     if isinstance(value, dict):
-        return {key: (None if key == "source" else _strip_sources(item)) for key, item in value.items()}
+        return {key: (None if key in ("source", "import_root") else _strip_sources(item)) for key, item in value.items()}
     if isinstance(value, list):
         return [_strip_sources(item) for item in value]
     return value

@@ -83,3 +83,16 @@ def test_run_checkpoint_and_resume(tmp_path):
 def test_resume_needs_checkpoint(capsys):
     assert main(["run", str(RIDGE), "--no-progress", "--resume"]) == 2
     assert "--resume needs --checkpoint" in capsys.readouterr().err
+
+
+def test_plan_runs_from_other_directory(tmp_path, monkeypatch):
+    plan_path = tmp_path / "ridge.json"
+    assert main(["-q", "compile", str(RIDGE), "-o", str(plan_path)]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # examples.ridge resolves only through the compile's working directory recorded in the plan.
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", str(REPO))])
+    for name in [module for module in sys.modules if module == "examples" or module.startswith("examples.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["-q", "run", str(plan_path), "--no-progress"]) == 0
