@@ -49,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 a ChronosError, 130 interrupted)."""
     args = _parser().parse_args(argv)
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
+    level = logging.INFO
+    if args.quiet:
+        level = logging.WARNING
+    elif args.verbose:
+        level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args)

@@ -345,7 +345,7 @@ class InnerProblem:
         detached_hyper: Mapping[str, Any],
         batch: Any,
     ) -> tuple[Params, OptimizerState, Tensor]:
-        """One step with no graph kept; ``detached_outer`` and ``detached_hyper`` carry no graph."""
+        """Take one step with no graph kept; ``detached_outer`` and ``detached_hyper`` carry no graph."""
         with torch.enable_grad():
             leaves = _as_leaves(params)
             loss = self.evaluate(leaves, detached_outer, batch)

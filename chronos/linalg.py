@@ -133,8 +133,10 @@ def neumann_series(hvp: HVP, b: list[Tensor], *, iters: int, alpha: float) -> li
     makes the sum grow linearly with ``iters`` without an error (cg raises there).
 
     Raises:
-        HypergradientError: the terms grow or become non-finite. The message
-            says that alpha must be below 2 / lambda_max of the Hessian and
+        HypergradientError: the terms grow or become non-finite. When they
+            grow along a direction of negative curvature, the message states
+            that the Hessian is not positive definite and suggests damping;
+            otherwise it states that alpha must be below 2 / lambda_max and
             suggests a smaller alpha or cg.
     """
     if not alpha > 0.0:

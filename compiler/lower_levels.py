@@ -163,6 +163,10 @@ def _param_variable(name: str, init: Call, catalog: DataCatalog, level: LevelSpe
         value = float(args.pop(0).value)
     shape = [_dimension(arg, catalog, level, name) for arg in args]
     seed = init.kwargs.get("seed")
+    if isinstance(seed, Number):
+        seed_value = int(seed.value)
+    else:
+        seed_value = 0 if init.func == "randn" else None
     return VariablePlan(
         name=name,
         shape=shape,
@@ -170,7 +174,7 @@ def _param_variable(name: str, init: Call, catalog: DataCatalog, level: LevelSpe
         init=InitPlan(
             kind=init.func,
             value=value,
-            seed=int(seed.value) if isinstance(seed, Number) else (0 if init.func == "randn" else None),
+            seed=seed_value,
         ),
     )
 

@@ -11,7 +11,7 @@ Rules, in order, for ``hypergradient = auto``:
    with the number of inner steps.
 
 An edge inside a plan deeper than two levels (its upper level has an upper,
-or its lower level has lowers) is always ``unrolled``: the nested executor
+or its lower level has lowers) is always ``unrolled``. The nested executor
 differentiates through every level's trajectory, and implicit differentiation
 of a level whose own gradient is a hypergradient is not supported.
 
@@ -92,9 +92,9 @@ def choose_method(
 ) -> EdgePlan:
     """Resolve the method of edge ``upper -> lower`` and return the edge with its reason.
 
-    ``levels`` (all levels by name) lets the estimate include nested solves and
-    marks an edge as nested when ``upper`` has an upper level or ``lower`` has
-    lower levels; nested edges are always unrolled.
+    ``levels`` (all levels by name) lets the estimate include nested solves. It
+    also marks an edge as nested when ``upper`` has an upper level or ``lower``
+    has lower levels, and nested edges are always unrolled.
     """
     requested = requested or HypergradientSpec()
     unrolled_bytes = estimate_unrolled_bytes(lower, levels=levels, cache=estimates)
@@ -150,8 +150,8 @@ def _init_read(upper, lower: LevelPlan, requested: HypergradientSpec, init_reads
     """Edges whose lower level starts from upper variables need a full unroll.
 
     The solution of the lower level depends on its starting point only
-    through the trajectory: implicit differentiation, which sees only the end
-    point, gives the initialization exactly zero, and so does an unroll
+    through the trajectory. Implicit differentiation uses only the end point,
+    so it gives the initialization exactly zero, and so does an unroll
     truncated before the first step.
     """
     names = ", ".join(init_reads)
