@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StrictBool, ValidationError, field_validator, model_validator
 
 from chronos.errors import PlanError
 from chronos.spec import SourceSpan
@@ -75,7 +75,7 @@ class VariablePlan(_PlanNode):
     name: str
     shape: list[NonNegativeInt]
     dtype: str = "float32"
-    trainable: bool = True
+    trainable: StrictBool = True
     init: Optional[InitPlan] = None
     init_from: Optional[str] = None
 
@@ -126,7 +126,7 @@ class LevelPlan(_PlanNode):
     steps: int
     per: Optional[str] = None
     period: int
-    warm_start: bool = False
+    warm_start: StrictBool = False
     uppers: list[str] = Field(default_factory=list)
     lowers: list[str] = Field(default_factory=list)
     objective_bytes: Optional[int] = None

@@ -117,3 +117,10 @@ def test_edge_without_links_rejected(plan):
     raw["levels"][0]["lowers"] = []
     with pytest.raises(PlanError, match="missing from the lowers of 'regularizer'"):
         Plan.from_json(json.dumps(raw))
+
+
+def test_string_boolean_rejected(plan):
+    raw = json.loads(plan.to_json())
+    raw["levels"][1]["warm_start"] = "yes"
+    with pytest.raises(PlanError, match="levels.1.warm_start"):
+        Plan.from_json(json.dumps(raw))
