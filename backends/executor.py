@@ -10,14 +10,25 @@ from typing import Callable, Optional, Union
 from tqdm.auto import tqdm
 
 from chronos.backends.checkpoint import load_checkpoint, plan_digest
-from chronos.compiler.plan import Plan
+from chronos.compiler.plan import LevelPlan, Plan
 from chronos.core import MetaState, VersionTracker
 from chronos.errors import BackendError
 from chronos.result import RunResult
 
-__all__ = ["Executor", "gradient_norm"]
+__all__ = ["Executor", "gradient_norm", "single_root"]
 
 logger = logging.getLogger(__name__)
+
+
+def single_root(plan: Plan) -> LevelPlan:
+    """Return the plan's only top level; raise BackendError naming the top levels otherwise."""
+    roots = plan.roots()
+    if len(roots) != 1:
+        raise BackendError(
+            f"the local backend runs one top level; this plan has {[root.name for root in roots]}",
+            hint="give every top level but one a 'per' clause",
+        )
+    return roots[0]
 
 
 def gradient_norm(gradient: dict) -> float:

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from chronos.backends.executor import Executor, gradient_norm
+from chronos.backends.executor import Executor, gradient_norm, single_root
 from chronos.backends.materialize import LiveProblem, materialize
 from chronos.compiler.plan import EdgePlan, Plan
 from chronos.core import InnerProblem, LevelState, MetaState, OuterOptimizer, VersionTracker
@@ -63,13 +63,7 @@ class LocalExecutor(Executor):
         self._build()
 
     def _check_topology(self) -> None:
-        roots = self.plan.roots()
-        if len(roots) != 1:
-            raise BackendError(
-                f"the local backend runs one top level; this plan has {[r.name for r in roots]}",
-                hint="give every top level but one a 'per' clause",
-            )
-        root = roots[0]
+        root = single_root(self.plan)
         if len(root.lowers) > 1:
             raise BackendError(
                 f"level '{root.name}' has several lower levels {root.lowers}; the local backend "

@@ -30,7 +30,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from chronos.backends.executor import Executor, gradient_norm
+from chronos.backends.executor import Executor, gradient_norm, single_root
 from chronos.backends.materialize import LiveProblem, materialize
 from chronos.compiler.plan import Plan
 from chronos.core import LevelState, MetaState, VersionTracker
@@ -71,12 +71,7 @@ class NestedExecutor(Executor):
         self.macro_step_index = 0
 
     def _check_plan(self) -> None:
-        roots = self.plan.roots()
-        if len(roots) != 1:
-            raise BackendError(
-                f"the local backend runs one top level; this plan has {[r.name for r in roots]}",
-                hint="give every top level but one a 'per' clause",
-            )
+        single_root(self.plan)
         for edge in self.plan.edges:
             if edge.method.name != "unrolled":
                 raise BackendError(

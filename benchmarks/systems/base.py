@@ -35,7 +35,7 @@ SYSTEMS: dict[str, str] = {
 
 
 class SystemUnavailable(Exception):
-    """The system's package is not installed or does not import; the message says why."""
+    """The system's package is not installed or does not import; the message gives the reason."""
 
 
 class MethodUnsupported(Exception):
@@ -63,6 +63,20 @@ class System:
     def inner_params(self) -> Params:
         """Return the inner variables at the end of the last step's inner solve (detached)."""
         raise NotImplementedError
+
+
+def apply_hypergradient(outer: Params, optimizer: torch.optim.Optimizer, hypergradient: Params) -> None:
+    """Store ``hypergradient`` as the ``.grad`` of each outer variable and take one step of ``optimizer``."""
+    for key, tensor in outer.items():
+        tensor.grad = hypergradient[key]
+    optimizer.step()
+
+
+def outer_hypergradient(problem: Problem, outer: Params, inner: Params) -> Params:
+    """Differentiate the outer loss at ``inner`` with respect to ``outer``, through the graph ``inner`` carries (unrolled or implicit)."""
+    loss = problem.outer_loss(outer, inner, problem.val)
+    found = torch.autograd.grad(loss, list(outer.values()))
+    return dict(zip(outer, found))
 
 
 def flatten(tensors: Params, keys: Optional[list[str]] = None) -> Tensor:

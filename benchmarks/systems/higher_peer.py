@@ -12,7 +12,7 @@ import higher
 import torch
 
 from benchmarks.cases import Problem
-from benchmarks.systems.base import MethodUnsupported, Params, System
+from benchmarks.systems.base import MethodUnsupported, Params, System, apply_hypergradient, outer_hypergradient
 
 __all__ = ["HigherSystem"]
 
@@ -47,12 +47,8 @@ class HigherSystem(System):
                 params = dict(zip(self.names, fmodel.fast_params))
                 diffopt.step(problem.inner_loss(params, self.outer, problem.train))
             params = dict(zip(self.names, fmodel.fast_params))
-            loss = problem.outer_loss(self.outer, params, problem.val)
-            found = torch.autograd.grad(loss, list(self.outer.values()))
-        hypergradient = dict(zip(self.outer, found))
-        for key, tensor in self.outer.items():
-            tensor.grad = hypergradient[key]
-        self.optimizer.step()
+            hypergradient = outer_hypergradient(problem, self.outer, params)
+        apply_hypergradient(self.outer, self.optimizer, hypergradient)
         self._inner = {k: v.detach() for k, v in params.items()}
         return hypergradient
 

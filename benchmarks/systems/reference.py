@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.cases import Problem
-from benchmarks.systems.base import Params, System
+from benchmarks.systems.base import Params, System, apply_hypergradient
 
 __all__ = ["ReferenceSystem", "conjugate_gradient"]
 
@@ -68,9 +68,7 @@ class ReferenceSystem(System):
             hypergradient = self._unrolled()
         else:
             hypergradient = self._implicit()
-        for key, tensor in self.outer.items():
-            tensor.grad = hypergradient[key]
-        self.optimizer.step()
+        apply_hypergradient(self.outer, self.optimizer, hypergradient)
         return hypergradient
 
     def inner_params(self) -> Params:

@@ -8,7 +8,7 @@ case's CG iterations and a relative tolerance of 1e-10, as in the reference.
 
 NOTE: TorchOpt 0.7.3's compiled extension (``torchopt._C``) is built against an
 older torch and fails to load against torch 2.13; TorchOpt then runs its
-pure-Python operators. :func:`TorchOptSystem.version` says which ran.
+pure-Python operators. :func:`TorchOptSystem.version` reports which ran.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torchopt
 from torch.func import grad
 
 from benchmarks.cases import Problem
-from benchmarks.systems.base import Params, System
+from benchmarks.systems.base import Params, System, apply_hypergradient, outer_hypergradient
 
 __all__ = ["TorchOptSystem"]
 
@@ -60,12 +60,8 @@ class TorchOptSystem(System):
             params = self._unrolled(init)
         else:
             params = self._solve(init)
-        loss = problem.outer_loss(self.outer, params, problem.val)
-        found = torch.autograd.grad(loss, list(self.outer.values()))
-        hypergradient = dict(zip(self.outer, found))
-        for key, tensor in self.outer.items():
-            tensor.grad = hypergradient[key]
-        self.optimizer.step()
+        hypergradient = outer_hypergradient(problem, self.outer, params)
+        apply_hypergradient(self.outer, self.optimizer, hypergradient)
         self._inner = {k: v.detach() for k, v in params.items()}
         return hypergradient
 
