@@ -61,7 +61,7 @@ def _check_variables(path, level, params) -> None:
             raise BackendError(f"checkpoint {path} has no variable '{variable.name}'", level=level.name)
         if list(tensor.shape) != variable.shape or str(tensor.dtype).removeprefix("torch.") != variable.dtype:
             raise BackendError(
-                f"checkpoint {path} holds '{variable.name}' as {tuple(tensor.shape)} {tensor.dtype}, but the "
+                f"checkpoint {path} contains '{variable.name}' as {tuple(tensor.shape)} {tensor.dtype}, but the "
                 f"plan declares {tuple(variable.shape)} {variable.dtype}",
                 level=level.name,
             )

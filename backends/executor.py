@@ -108,7 +108,7 @@ class Executor:
         """Run the remaining macro steps and return the final variables and histories.
 
         With ``checkpoint``, the state is saved there every ``checkpoint_every``
-        macro steps and at the end; with ``resume`` and an existing file, the
+        macro steps and at the end. With ``resume`` and an existing file, the
         run continues from it and ends with the same result as an uninterrupted run.
         """
         if checkpoint_every < 1:

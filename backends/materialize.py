@@ -132,7 +132,7 @@ def materialize(plan: Plan) -> LiveProblem:
     """Import every reference the plan names, load the data and build the initial variables."""
     data = {}
     for entry in plan.data:
-        function = import_ref(entry.ref, what="data")
+        function = import_ref(entry.ref, role="data")
         data[entry.name] = function()
     levels = {level.name: _live_level(level) for level in plan.levels}
     return LiveProblem(plan=plan, levels=levels, data=data)
@@ -146,7 +146,7 @@ def _live_level(plan: LevelPlan) -> LiveLevel:
     if plan.module is not None:
         from chronos.functional import split_module
 
-        module = import_ref(plan.module, what="module factory")()
+        module = import_ref(plan.module, role="module factory")()
         module_params, module_constants = split_module(module)
         module_keys = frozenset([*module_params, *module_constants])
         params.update({key: value.detach().clone() for key, value in module_params.items()})
@@ -163,7 +163,7 @@ def _live_level(plan: LevelPlan) -> LiveLevel:
                     hint="check the shape in the spec",
                 ) from error
     optimizer = _optimizer(plan)
-    loss = import_ref(plan.loss.ref, what="objective")
+    loss = import_ref(plan.loss.ref, role="objective")
     return LiveLevel(
         plan=plan,
         params=params,

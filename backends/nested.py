@@ -12,7 +12,7 @@ differentiable function of every variable above it. The top level's gradient
 is therefore the total derivative of its objective through every path. So a
 top variable that reaches the bottom objective only through the middle level,
 such as a learned learning rate of the middle level, gets its non-zero
-contribution. Memory grows with the product of the steps along the tree; the
+contribution. Memory grows with the product of the steps along the tree. The
 compiler estimates it and picks ``unrolled`` for every edge of a deep tree,
 because implicit differentiation of a level whose own gradient is a
 hypergradient is not supported.

@@ -3,7 +3,7 @@
 A :class:`Case` names a problem, a hypergradient method and its sizes.
 :func:`build_problem` turns it into a :class:`Problem`: data, a model, the
 initial variables and the two objectives as plain functions of dicts of
-tensors, so that every system (Chronos, the hand-written reference, the peers)
+tensors. Every system (Chronos, the hand-written reference, the peers) thus
 optimizes the same numbers from the same start.
 
 Conventions shared by all systems:

@@ -82,8 +82,8 @@ def _table(rows: list[dict]) -> str:
         estimate = row["estimated_bytes"] / 2**20
         measured = row["measured_bytes"] / 2**20
         ratio = "n/a" if row["method"] == "implicit" else f"{row['measured_bytes'] / max(row['estimated_bytes'], 1):.2f}"
-        shown = f"{estimate:.1f}" if row["method"] == "unrolled" else f"({estimate:.1f} if unrolled)"
-        lines.append(f"| {row['method']} | {row['steps']} | {shown} | {measured:.1f} | {ratio} |")
+        estimate_cell = f"{estimate:.1f}" if row["method"] == "unrolled" else f"({estimate:.1f} if unrolled)"
+        lines.append(f"| {row['method']} | {row['steps']} | {estimate_cell} | {measured:.1f} | {ratio} |")
     return "\n".join(lines)
 
 

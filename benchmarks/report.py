@@ -1,7 +1,7 @@
 """Markdown tables and PNG plots from a results document of :mod:`benchmarks.run`.
 
 Times are the median and the minimum over every timed outer step of every
-round; a ratio divides by the reference's value on the same case from the same
+round. A ratio divides by the reference's value on the same case from the same
 run. On a loaded machine the minimum is the less disturbed of the two.
 """
 
@@ -147,7 +147,7 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "peers_") -> list[
         if not methods:
             continue
         # A shared y axis for memory shows the flat implicit curves against the
-        # growing unrolled ones; time spans three decades, so it is drawn on a log scale.
+        # growing unrolled ones. Time spans three decades, so it is drawn on a log scale.
         figure, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False, sharey=group == "memory")
         for axis, method in zip(axes[0], methods):
             for system, (xs, ys) in sorted(_series(results, group, method, key).items()):

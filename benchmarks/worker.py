@@ -5,11 +5,11 @@ Run by :mod:`benchmarks.run`, one fresh process per (system, case, round)::
     python -m benchmarks.worker --system chronos-plan --case hyperclean-unrolled-10 \\
         --repeat 5 --result out/r.json [--reference-hypergradient ref.pt] [--save-hypergradient h.pt]
 
-Order of work: build the problem and the system, run the first outer step
-(the warm-up) and check its hypergradient against the reference's, start the
-memory measurement, then time ``--repeat`` outer steps,
-run any further untimed steps up to the case's ``outer_steps``, read the peak
-memory and score the final inner variables. A system whose first
+Order of work: the worker builds the problem and the system, runs the first
+outer step (the warm-up) and checks its hypergradient against the
+reference's. Then it starts the memory measurement and times ``--repeat``
+outer steps. Last, it runs any further untimed steps up to the case's
+``outer_steps``, reads the peak memory and scores the final inner variables. A system whose first
 hypergradient has cosine similarity below :data:`MIN_COSINE` to the
 reference's is reported as wrong and not timed.
 """

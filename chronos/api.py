@@ -131,19 +131,19 @@ class LevelDefinition:
         return f"<chronos level {self.spec.name!r} objective {self.spec.loss.ref}>"
 
 
-def _ref(obj: Any, what: str) -> str:
+def _ref(obj: Any, role: str) -> str:
     if isinstance(obj, str):
         return obj
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if module is None or qualname is None or "<locals>" in qualname or "<lambda>" in qualname:
         raise SpecError(
-            f"{what} {_short(obj)} cannot be named as 'module:function'",
+            f"{role} {_short(obj)} cannot be named as 'module:function'",
             hint="define it at the top level of an importable module; plans store references, not code",
         )
     if module == "__main__":
         raise SpecError(
-            f"{what} {qualname} is defined in the script being run (module '__main__'), which a "
+            f"{role} {qualname} is defined in the script being run (module '__main__'), which a "
             "saved plan cannot import later",
             hint="move it into an importable module and import it from the script",
         )

@@ -90,15 +90,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _run(args)
 
 
-def _check_writable_file(path: str, what: str) -> None:
+def _check_writable_file(path: str, role: str) -> None:
     """Raise before any work if ``path`` is a directory or its directory cannot be created."""
     target = Path(path)
     if target.is_dir():
-        raise ChronosError(f"{what} '{path}' is a directory", hint="give a file name, for example plan.json")
+        raise ChronosError(f"{role} '{path}' is a directory", hint="give a file name, for example plan.json")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ChronosError(f"cannot create the directory of {what} '{path}': {error.strerror or error}") from error
+        raise ChronosError(f"cannot create the directory of {role} '{path}': {error.strerror or error}") from error
 
 
 def _check_output_directory(path: str) -> Path:
@@ -119,11 +119,11 @@ def _check_output_directory(path: str) -> Path:
     return output
 
 
-def _write(write, path: str, what: str):
+def _write(write, path: str, role: str):
     try:
         return write()
     except OSError as error:
-        raise ChronosError(f"cannot write {what} '{path}': {error.strerror or error}") from error
+        raise ChronosError(f"cannot write {role} '{path}': {error.strerror or error}") from error
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         _check_writable_file(args.checkpoint, "checkpoint file")
     plan = load_plan(args.source)
     with search_path(plan.import_directories()):
-        report = import_ref(plan.report, what="report") if plan.report is not None else None
+        report = import_ref(plan.report, role="report") if plan.report is not None else None
         result = run(
             plan,
             progress=not args.no_progress,

@@ -135,8 +135,8 @@ def neumann_series(hvp: HVP, b: list[Tensor], *, iters: int, alpha: float) -> li
     Raises:
         HypergradientError: the terms grow or become non-finite. When they
             grow along a direction of negative curvature, the message states
-            that the Hessian is not positive definite and suggests damping;
-            otherwise it states that alpha must be below 2 / lambda_max and
+            that the Hessian is not positive definite and suggests damping.
+            Otherwise it states that alpha must be below 2 / lambda_max and
             suggests a smaller alpha or cg.
     """
     if not alpha > 0.0:

@@ -159,7 +159,7 @@ def _compile(spec: ProblemSpec, memory_budget: Optional[int], trace: bool) -> Pl
 
     if spec.report is not None:
         span = spec.report_span
-        import_ref(spec.report, location=span.location() if span else None, what="report")
+        import_ref(spec.report, location=span.location() if span else None, role="report")
     plan = Plan(
         problem=spec.name,
         source=spec.source,

@@ -44,7 +44,7 @@ class DataCatalog:
     def load(self, name: str) -> Any:
         if name not in self._loaded:
             data = self._specs[name]
-            function = import_ref(data.ref, location=_loc(data.span), what="data")
+            function = import_ref(data.ref, location=_loc(data.span), role="data")
             check_arity(function, 0, ref=data.ref, described="no arguments", location=_loc(data.span))
             try:
                 self._loaded[name] = function()
@@ -100,7 +100,7 @@ def resolve_data(spec: ProblemSpec) -> DataCatalog:
     """Check that every data reference imports; load nothing yet."""
     catalog = DataCatalog(spec)
     for data in spec.data:
-        import_ref(data.ref, location=_loc(data.span), what="data")
+        import_ref(data.ref, location=_loc(data.span), role="data")
     return catalog
 
 
@@ -208,9 +208,9 @@ def _dimension(arg, catalog: DataCatalog, level: LevelSpec, variable: str) -> in
                 level=level.name,
             )
         return catalog.size(arg.name, arg.span)
-    shown = arg.dotted() if isinstance(arg, Name) else getattr(arg, "value", arg)
+    written = arg.dotted() if isinstance(arg, Name) else getattr(arg, "value", arg)
     raise CompileError(
-        f"shape of '{level.name}.{variable}' has dimension {shown!r}; expected a non-negative "
+        f"shape of '{level.name}.{variable}' has dimension {written!r}; expected a non-negative "
         "integer or DATA.size",
         location=_loc(getattr(arg, "span", None)),
         level=level.name,
@@ -218,7 +218,7 @@ def _dimension(arg, catalog: DataCatalog, level: LevelSpec, variable: str) -> in
 
 
 def _module_variables(level: LevelSpec) -> list[VariablePlan]:
-    factory = import_ref(level.module, location=_loc(level.module_span), what="module factory")
+    factory = import_ref(level.module, location=_loc(level.module_span), role="module factory")
     check_arity(factory, 0, ref=level.module, described="no arguments", location=_loc(level.module_span))
     try:
         module = factory()
@@ -251,7 +251,7 @@ def _dtype_name(tensor: torch.Tensor) -> str:
 
 def _loss(level: LevelSpec, catalog: DataCatalog, level_names: set[str]) -> LossPlan:
     loss = level.loss
-    function = import_ref(loss.ref, location=_loc(loss.span), what="objective")
+    function = import_ref(loss.ref, location=_loc(loss.span), role="objective")
     args: list[tuple[str, str]] = []
     for arg in loss.args:
         if arg.name in level_names:

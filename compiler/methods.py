@@ -17,9 +17,9 @@ of a level whose own gradient is a hypergradient is not supported.
 
 The unrolled memory is an estimate: steps x the bytes that one step keeps
 alive for the backward pass. Those are the variables, their gradients, the
-optimizer slots and the tensors one evaluation of the objective creates, as
-measured on the torch.fx trace (``LevelPlan.objective_bytes``; not counted
-when tracing is off or failed). The intermediate tensors of the gradient
+optimizer slots and the tensors one evaluation of the objective creates. The
+last part is measured on the torch.fx trace (``LevelPlan.objective_bytes``)
+and is not counted when tracing is off or failed. The intermediate tensors of the gradient
 computation itself are not counted. On the hyper-cleaning problem with 50 to
 400 inner steps, ``benchmarks/memory_estimate.py`` measured the true peak at
 1.14 to 1.28 times the estimate.

@@ -40,7 +40,7 @@ def search_path(extra: Sequence[str]) -> Iterator[None]:
                 sys.path.remove(directory)
 
 
-def import_ref(ref: str, *, location: Optional[Location] = None, what: str = "function") -> Any:
+def import_ref(ref: str, *, location: Optional[Location] = None, role: str = "function") -> Any:
     """Import ``module:qualname`` and return the object; raise CompileError saying why it failed."""
     module_name, sep, qualname = ref.partition(":")
     if not sep or not module_name or not qualname:
@@ -54,13 +54,13 @@ def import_ref(ref: str, *, location: Optional[Location] = None, what: str = "fu
     except ModuleNotFoundError as error:
         missing = error.name or module_name
         raise CompileError(
-            f"cannot import module '{module_name}' for {what} \"{ref}\": no module named '{missing}'",
+            f"cannot import module '{module_name}' for {role} \"{ref}\": no module named '{missing}'",
             location=location,
             hint="run from the directory that contains the package, or install it",
         ) from error
     except Exception as error:  # the user's module raised while importing
         raise CompileError(
-            f"importing module '{module_name}' for {what} \"{ref}\" raised "
+            f"importing module '{module_name}' for {role} \"{ref}\" raised "
             f"{type(error).__name__}: {error}",
             location=location,
         ) from error

@@ -233,7 +233,7 @@ def _trace(
     for name in involved:
         if name not in examples:
             examples[name] = _example(levels[name])
-    loss = import_ref(level.loss.ref, what="objective")
+    loss = import_ref(level.loss.ref, role="objective")
     call = _flat_objective(level, examples, involved, _data_args(level, data), loss)
     flat = [examples[name].tensors[variable] for name, variable in keys]
     try:
@@ -294,7 +294,7 @@ def _example(plan: LevelPlan) -> _Example:
     module_keys = None
     state: dict[str, torch.Tensor] = {}
     if plan.module is not None:
-        module = import_ref(plan.module, what="module factory")()
+        module = import_ref(plan.module, role="module factory")()
         params, constants = split_module(module)
         module_keys = frozenset([*params, *constants])
         state = {**params, **constants}

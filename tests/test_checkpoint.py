@@ -97,7 +97,7 @@ def test_resume_rejects_wrong_shape(tmp_path):
     meta = MetaState.load(path)
     meta.levels["weights"].params["w"] = torch.zeros(7, dtype=torch.float64)
     meta.save(path)
-    with pytest.raises(BackendError, match="holds 'w' as \\(7,\\) torch.float64, but the plan declares \\(5,\\) float64"):
+    with pytest.raises(BackendError, match="contains 'w' as \\(7,\\) torch.float64, but the plan declares \\(5,\\) float64"):
         LocalExecutor(plan).run(progress=False, checkpoint=path, resume=True)
 
 

@@ -50,7 +50,7 @@ level bottom {{
 
 
 def load_data(plan):
-    return {entry.name: import_ref(entry.ref, what="data")() for entry in plan.data}
+    return {entry.name: import_ref(entry.ref, role="data")() for entry in plan.data}
 
 
 def compile_traced(text: str):

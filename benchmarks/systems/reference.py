@@ -4,7 +4,7 @@ Unrolled: the inner SGD steps run with ``create_graph=True`` so the final
 inner variables are a differentiable function of the outer variables, and one
 ``torch.autograd.grad`` of the outer loss returns the hypergradient.
 
-Implicit: the inner steps run detached; at the final point :math:`\theta`
+Implicit: the inner steps run detached. At the final point :math:`\theta`,
 conjugate gradient solves :math:`H v = \partial g / \partial \theta` with
 reverse-over-reverse Hessian-vector products (``torch.autograd.grad`` of the
 inner gradient taken with ``create_graph=True``), and the hypergradient is
